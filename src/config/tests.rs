@@ -1,0 +1,85 @@
+use std::path::Path;
+
+use super::*;
+use crate::record::DomainName;
+
+#[test]
+fn empty_config_gets_defaults() {
+    let c = Config::from_text(Path::new("/etc/sipdns/x.yaml"), "{}\n").unwrap();
+    assert_eq!(c.dns.max_udp_payload, 1232);
+    assert_eq!(c.zones.dir, Path::new("/etc/sipdns/zones"));
+    assert_eq!(c.sip.probe.fall, 3);
+}
+
+#[test]
+fn unknown_key_is_an_error_with_line() {
+    let text = "dns:\n  listen: [\"127.0.0.1:5353\"]\n  lisen: []\n";
+    let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("c.yaml:3:"), "{msg}");
+    assert!(msg.contains("lisen"), "{msg}");
+}
+
+#[test]
+fn semantic_errors_name_field_and_line() {
+    let text = "\
+sip:
+  domains:
+    - name: pbx.example.org
+      ttl: 0
+      all_down: fallback
+";
+    let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+    assert_eq!(e.errors.len(), 2, "{e}");
+    let ttl = e
+        .errors
+        .iter()
+        .find(|x| x.field.as_deref() == Some("sip.domains[0].ttl"))
+        .unwrap();
+    assert_eq!(ttl.line, Some(4));
+    let fb = e
+        .errors
+        .iter()
+        .find(|x| x.field.as_deref() == Some("sip.domains[0].all_down"))
+        .unwrap();
+    assert_eq!(fb.line, Some(5));
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    for (text, needle) in [
+        ("dns:\n  allow: [\"10.0.0.0/33\"]\n", "allow"),
+        ("upstream:\n  timeout: fast\n", "not a duration"),
+        (
+            "sip:\n  probe:\n    up_codes: [\"200-799\"]\n",
+            "not a SIP reply code",
+        ),
+        (
+            "sip:\n  domains:\n    - name: \"bad name.org\"\n",
+            "invalid character",
+        ),
+        (
+            "sip:\n  domains:\n    - name: a.example.org\n      a_transport: sctp\n",
+            "sctp",
+        ),
+    ] {
+        let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(needle), "{text}: {msg}");
+        assert!(msg.starts_with("c.yaml:"), "{msg}");
+        assert!(e.errors[0].line.is_some(), "{msg}");
+    }
+}
+
+#[test]
+fn domain_of_picks_most_specific() {
+    let mut c = SipConfig::default();
+    c.domains
+        .push(SipDomainConfig::new("example.org".parse().unwrap()));
+    c.domains
+        .push(SipDomainConfig::new("pbx.example.org".parse().unwrap()));
+    let n: DomainName = "_sip._udp.pbx.example.org".parse().unwrap();
+    assert_eq!(c.domain_of(&n).unwrap().name.as_str(), "pbx.example.org.");
+    let other: DomainName = "example.net".parse().unwrap();
+    assert!(c.domain_of(&other).is_none());
+}

@@ -1,0 +1,201 @@
+//! Semantic checks on a parsed [`Config`]: each problem names the field at fault.
+
+use std::{collections::HashSet, time::Duration};
+
+use super::Config;
+
+/// One semantic problem: the field path (`sip.domains[0].ttl`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Field path.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn err(out: &mut Vec<ValidationError>, field: impl Into<String>, reason: impl Into<String>) {
+    out.push(ValidationError {
+        field: field.into(),
+        reason: reason.into(),
+    });
+}
+
+/// Every semantic problem in `c`; empty when it is good to run.
+pub fn validate(c: &Config) -> Vec<ValidationError> {
+    let mut out = Vec::new();
+
+    if c.dns.listen.is_empty() {
+        err(
+            &mut out,
+            "dns.listen",
+            "at least one listen address is needed",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, a) in c.dns.listen.iter().enumerate() {
+        if !seen.insert(a) {
+            err(
+                &mut out,
+                format!("dns.listen[{i}]"),
+                format!("{a} is listed twice"),
+            );
+        }
+    }
+    if c.dns.max_inflight == 0 {
+        err(&mut out, "dns.max_inflight", "must be at least 1");
+    }
+    if !(512..=4096).contains(&c.dns.max_udp_payload) {
+        err(
+            &mut out,
+            "dns.max_udp_payload",
+            "must be between 512 and 4096",
+        );
+    }
+    if c.dns.tcp_max_connections == 0 {
+        err(&mut out, "dns.tcp_max_connections", "must be at least 1");
+    }
+    if c.dns.tcp_idle_timeout.is_zero() {
+        err(&mut out, "dns.tcp_idle_timeout", "must be more than 0s");
+    }
+
+    let u = &c.upstream;
+    let mut seen_up = HashSet::new();
+    for (i, a) in u.servers.iter().enumerate() {
+        if !seen_up.insert(a) {
+            err(
+                &mut out,
+                format!("upstream.servers[{i}]"),
+                format!("{a} is listed twice"),
+            );
+        }
+        if a.port() == 0 {
+            err(
+                &mut out,
+                format!("upstream.servers[{i}]"),
+                "port 0 is not a DNS server",
+            );
+        }
+    }
+    if u.timeout.is_zero() || u.timeout > Duration::from_secs(30) {
+        err(&mut out, "upstream.timeout", "must be between 1ms and 30s");
+    }
+    if u.attempts == 0 || u.attempts > 10 {
+        err(&mut out, "upstream.attempts", "must be between 1 and 10");
+    }
+    if u.stale_ttl == 0 {
+        err(&mut out, "upstream.stale_ttl", "must be at least 1 second");
+    }
+
+    let p = &c.sip.probe;
+    if p.interval < Duration::from_millis(100) {
+        err(&mut out, "sip.probe.interval", "must be at least 100ms");
+    }
+    if p.timeout.is_zero() {
+        err(&mut out, "sip.probe.timeout", "must be more than 0s");
+    }
+    if p.fall == 0 {
+        err(&mut out, "sip.probe.fall", "must be at least 1");
+    }
+    if p.rise == 0 {
+        err(&mut out, "sip.probe.rise", "must be at least 1");
+    }
+    if p.up_codes.is_empty() {
+        err(
+            &mut out,
+            "sip.probe.up_codes",
+            "at least one code range is needed",
+        );
+    }
+    if p.user_agent.trim().is_empty() || p.user_agent.contains(['\r', '\n']) {
+        err(
+            &mut out,
+            "sip.probe.user_agent",
+            "must be one non-empty line",
+        );
+    }
+    if p.from_domain.trim().is_empty()
+        || p.from_domain
+            .contains(|c: char| c.is_whitespace() || c == '>' || c == '<')
+    {
+        err(&mut out, "sip.probe.from_domain", "must be a host name");
+    }
+
+    let mut names = HashSet::new();
+    for (i, d) in c.sip.domains.iter().enumerate() {
+        let at = |f: &str| format!("sip.domains[{i}].{f}");
+        if !names.insert(d.name.clone()) {
+            err(
+                &mut out,
+                at("name"),
+                format!("domain {} is listed twice", d.name),
+            );
+        }
+        if d.name.is_root() {
+            err(&mut out, at("name"), "the root cannot be a SIP domain");
+        }
+        if d.ttl == 0 {
+            err(&mut out, at("ttl"), "must be at least 1 second");
+        }
+        if d.naptr_order.is_empty() {
+            err(&mut out, at("naptr_order"), "list at least one transport");
+        }
+        let uniq: HashSet<_> = d.naptr_order.iter().collect();
+        if uniq.len() != d.naptr_order.len() {
+            err(&mut out, at("naptr_order"), "a transport is listed twice");
+        }
+        if d.a_port == 0 {
+            err(&mut out, at("a_port"), "port 0 cannot be probed");
+        }
+        if d.all_down == super::AllDown::Fallback && d.fallback.is_empty() {
+            err(
+                &mut out,
+                at("all_down"),
+                "all_down: fallback needs at least one entry in `fallback`",
+            );
+        }
+        if d.fallback_always && d.fallback.is_empty() {
+            err(
+                &mut out,
+                at("fallback_always"),
+                "needs at least one entry in `fallback`",
+            );
+        }
+        for (j, f) in d.fallback.iter().enumerate() {
+            if f.port == 0 {
+                err(
+                    &mut out,
+                    format!("sip.domains[{i}].fallback[{j}].port"),
+                    "port 0 cannot be probed",
+                );
+            }
+        }
+        for (j, t) in d.targets.iter().enumerate() {
+            if t.port == 0 {
+                err(
+                    &mut out,
+                    format!("sip.domains[{i}].targets[{j}].port"),
+                    "port 0 cannot be probed",
+                );
+            }
+        }
+    }
+
+    if let Some(listen) = c.api.listen
+        && c.dns.listen.contains(&listen)
+    {
+        err(
+            &mut out,
+            "api.listen",
+            "must differ from every dns.listen address",
+        );
+    }
+    if c.api.token_env.trim().is_empty() {
+        err(
+            &mut out,
+            "api.token_env",
+            "must name an environment variable",
+        );
+    }
+
+    out
+}

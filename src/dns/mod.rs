@@ -1,0 +1,1 @@
+//! The DNS listeners (UDP and TCP) and the wire format.

@@ -1,0 +1,91 @@
+//! Health of every SIP target: the state table the prober writes and the DNS path reads
+//! lock-free.
+//!
+//! The prober owns the table and publishes an immutable [`HealthSnapshot`] through an
+//! `ArcSwap` after every change, so a DNS query reads health with one atomic load and never
+//! waits for the prober. Each snapshot carries a generation number that increases on every
+//! change, so answer caches can tell when health moved.
+
+use std::{collections::HashMap, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{record::DomainName, target::TargetKey};
+
+/// Probe verdicts so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not probed yet; counts as up.
+    Unknown,
+    /// Answering.
+    Up,
+    /// Not answering (or answering 5xx/6xx).
+    Down,
+}
+
+/// The operator's say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// Handed out by health.
+    #[default]
+    Enabled,
+    /// Handed out as if down; still probed.
+    Drained,
+}
+
+/// What the answer policy needs to know of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// Probe verdict.
+    pub health: Health,
+    /// Operator state.
+    pub admin: AdminState,
+}
+
+impl TargetStatus {
+    /// Unknown and enabled: what an unprobed target looks like.
+    pub const UNKNOWN: Self = Self {
+        health: Health::Unknown,
+        admin: AdminState::Enabled,
+    };
+
+    /// True if phones may be sent there: enabled and not down (unknown counts as up).
+    pub fn is_usable(&self) -> bool {
+        self.admin == AdminState::Enabled && self.health != Health::Down
+    }
+}
+
+/// Read access to target health, as the answer policy sees it. Implemented by
+/// [`HealthSnapshot`], and by plain maps in tests.
+pub trait HealthView {
+    /// Status of one target; targets the prober does not know are [`TargetStatus::UNKNOWN`].
+    fn status(&self, key: &TargetKey) -> TargetStatus;
+}
+
+impl HealthView for HashMap<TargetKey, TargetStatus> {
+    fn status(&self, key: &TargetKey) -> TargetStatus {
+        self.get(key).copied().unwrap_or(TargetStatus::UNKNOWN)
+    }
+}
+
+/// An immutable view of every target's status, published by the prober.
+#[derive(Debug, Clone, Default)]
+pub struct HealthSnapshot {
+    /// Increases on every change of any status.
+    pub generation: u64,
+    /// Status per target.
+    pub targets: Arc<HashMap<TargetKey, TargetStatus>>,
+    /// Targets per host name (SRV target or SIP domain), for A/AAAA answers of those hosts.
+    pub by_host: Arc<HashMap<DomainName, Vec<TargetKey>>>,
+}
+
+impl HealthView for HealthSnapshot {
+    fn status(&self, key: &TargetKey) -> TargetStatus {
+        self.targets
+            .get(key)
+            .copied()
+            .unwrap_or(TargetStatus::UNKNOWN)
+    }
+}

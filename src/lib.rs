@@ -1,0 +1,40 @@
+//! sipdns — a SIP-aware DNS forwarding proxy.
+//!
+//! Phones ask sipdns for the NAPTR / SRV / A / AAAA records of their PBX domain (RFC 3263).
+//! sipdns answers from upstream DNS combined with the operator's static entries, probes
+//! every SIP server behind those records with SIP OPTIONS, and rewrites the answers so
+//! phones fail over to healthy servers and fail back when the primary recovers. Every other
+//! name is forwarded, with a cache.
+//!
+//! # Layout
+//!
+//! - [`app`]: wiring only — load config, build state, spawn tasks, wait for shutdown.
+//! - [`config`]: the YAML config (strict), defaults and validation.
+//! - [`record`]: plain DNS record data shared by modules that must not see hickory types.
+//! - [`target`]: what a SIP target is (address, port, transport).
+//! - [`zones`]: the operator's static entries (`zones/*.yaml`, `zones/*.zone`).
+//! - [`upstream`]: the forwarder over hickory-resolver, its cache and serve-stale.
+//! - [`resolve`]: the one lookup path — static entries and upstream by merge mode, the
+//!   RFC 3263 additional records, and the health policy — used by the DNS server and the
+//!   prober alike.
+//! - [`health`]: target health state, the SIP OPTIONS codec and the prober task.
+//! - [`policy`]: the pure health policy that reorders and withholds records.
+//! - [`dns`]: the UDP/TCP listeners and the wire format.
+//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`.
+//! - [`metrics`]: every Prometheus series.
+//! - [`shutdown`]: the shutdown signal.
+//!
+//! Only `dns`, `zones` and `upstream` use hickory types.
+
+pub mod app;
+pub mod config;
+pub mod dns;
+pub mod health;
+pub mod metrics;
+pub mod policy;
+pub mod record;
+pub mod resolve;
+pub mod shutdown;
+pub mod target;
+pub mod upstream;
+pub mod zones;

@@ -1,0 +1,230 @@
+//! Every Prometheus series sipdns exports, defined and documented in one place.
+//!
+//! Names follow `sipdns_<subsystem>_<name>_<unit>`: counters end in `_total`, durations in
+//! `_seconds`. Label values come from small fixed sets (transport, record type, rcode,
+//! source, result) or from the operator's own target list — never from a query name.
+//! One [`Metrics`] is made per running server (not a global), so tests can run several
+//! servers in one process.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The registry and every series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// DNS queries answered, by transport (`udp`/`tcp`), query type and response code.
+    pub dns_queries: IntCounterVec,
+    /// Time from receiving a query to handing the answer to the socket, by transport.
+    pub dns_duration: HistogramVec,
+    /// Answers by where they came from (`static`, `upstream`, `cache`, `stale`, `merged`,
+    /// `synthesized`).
+    pub dns_answers: IntCounterVec,
+    /// Packets not answered, by reason (`malformed`, `response_bit`, `overloaded`, ...).
+    pub dns_dropped: IntCounterVec,
+    /// UDP answers sent with TC set.
+    pub dns_truncated: IntCounterVec,
+    /// Upstream failures by kind (`timeout`, `servfail`, `refused`, `io`, `other`).
+    pub upstream_errors: IntCounterVec,
+    /// Upstream requests sent (after coalescing).
+    pub upstream_requests: IntCounterVec,
+    /// Entries in the forwarder's cache.
+    pub cache_entries: IntGauge,
+    /// SIP OPTIONS probes by transport and result (`good`, `bad_code`, `timeout`,
+    /// `unreachable`, `refused`, `reset`, `tls`, `error`).
+    pub probes: IntCounterVec,
+    /// SIP OPTIONS round-trip time of answered probes, by transport.
+    pub probe_rtt: HistogramVec,
+    /// Unsolicited or unmatched SIP messages received by the prober.
+    pub probe_unmatched: IntCounterVec,
+    /// 1 if a target is handed out (up or unknown, and enabled), else 0; by target.
+    pub target_up: IntGaugeVec,
+    /// Health transitions, by new state (`up`, `down`).
+    pub target_transitions: IntCounterVec,
+    /// Targets known to the prober.
+    pub targets: IntGauge,
+    /// Records the health policy withheld, by record type.
+    pub policy_withheld: IntCounterVec,
+    /// Answers where every target was down and the all-down rule applied, by rule
+    /// (`serve_all`, `fallback`).
+    pub policy_all_down: IntCounterVec,
+    /// Config and zone reloads, by result (`ok`, `error`, `unchanged`).
+    pub reloads: IntCounterVec,
+    /// Unix time of the last successful reload (or start).
+    pub reload_timestamp: Gauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
+        // Names and labels are compile-time constants checked by the metrics test;
+        // an error here is a programming error caught before release.
+        unreachable!("metric {name}: {e}")
+    });
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(h.clone()));
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every series registered.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let dns_buckets = vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 0.5, 1.0, 2.5,
+        ];
+        let probe_buckets = vec![
+            0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+        ];
+        let cache_entries =
+            IntGauge::new("sipdns_cache_entries", "Entries in the forwarder's cache.")
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = r.register(Box::new(cache_entries.clone()));
+        let targets = IntGauge::new("sipdns_probe_targets", "Targets known to the prober.")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = r.register(Box::new(targets.clone()));
+        let reload_timestamp = Gauge::new(
+            "sipdns_config_reload_timestamp_seconds",
+            "Unix time of the last successful config and zone load.",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = r.register(Box::new(reload_timestamp.clone()));
+        let target_up = IntGaugeVec::new(
+            Opts::new(
+                "sipdns_target_up",
+                "1 if the target is handed out to phones (up or not yet probed, and enabled), else 0.",
+            ),
+            &["target"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = r.register(Box::new(target_up.clone()));
+        Self {
+            dns_queries: counter(
+                &r,
+                "sipdns_dns_queries_total",
+                "DNS queries answered, by transport, query type and response code.",
+                &["transport", "qtype", "rcode"],
+            ),
+            dns_duration: histogram(
+                &r,
+                "sipdns_dns_query_duration_seconds",
+                "Time from receiving a DNS query to sending its answer.",
+                &["transport"],
+                dns_buckets,
+            ),
+            dns_answers: counter(
+                &r,
+                "sipdns_dns_answers_total",
+                "DNS answers by source: static, upstream, cache, stale, merged, synthesized.",
+                &["source"],
+            ),
+            dns_dropped: counter(
+                &r,
+                "sipdns_dns_dropped_total",
+                "DNS packets not answered, by reason.",
+                &["reason"],
+            ),
+            dns_truncated: counter(
+                &r,
+                "sipdns_dns_truncated_total",
+                "UDP answers sent with the TC bit set, by transport.",
+                &["transport"],
+            ),
+            upstream_errors: counter(
+                &r,
+                "sipdns_upstream_errors_total",
+                "Failed upstream lookups, by kind.",
+                &["kind"],
+            ),
+            upstream_requests: counter(
+                &r,
+                "sipdns_upstream_requests_total",
+                "Upstream lookups started (after coalescing identical in-flight questions), by result.",
+                &["result"],
+            ),
+            cache_entries,
+            probes: counter(
+                &r,
+                "sipdns_probes_total",
+                "SIP OPTIONS probes finished, by transport and result.",
+                &["transport", "result"],
+            ),
+            probe_rtt: histogram(
+                &r,
+                "sipdns_probe_rtt_seconds",
+                "Round-trip time of answered SIP OPTIONS probes.",
+                &["transport"],
+                probe_buckets,
+            ),
+            probe_unmatched: counter(
+                &r,
+                "sipdns_probe_unmatched_total",
+                "SIP messages received by the prober that match no outstanding probe, by reason.",
+                &["reason"],
+            ),
+            target_up,
+            target_transitions: counter(
+                &r,
+                "sipdns_target_transitions_total",
+                "Target health transitions, by new state.",
+                &["to"],
+            ),
+            targets,
+            policy_withheld: counter(
+                &r,
+                "sipdns_policy_withheld_records_total",
+                "Records withheld from answers by the health policy, by record type.",
+                &["qtype"],
+            ),
+            policy_all_down: counter(
+                &r,
+                "sipdns_policy_all_down_total",
+                "Answers in which every target was down, by the rule applied.",
+                &["rule"],
+            ),
+            reloads: counter(
+                &r,
+                "sipdns_config_reloads_total",
+                "Config and zone reloads, by result.",
+                &["result"],
+            ),
+            reload_timestamp,
+            registry: r,
+        }
+    }
+
+    /// The registry, for tests and the HTTP handler.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every series in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
