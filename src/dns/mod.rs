@@ -1,1 +1,4 @@
-//! The DNS listeners (UDP and TCP) and the wire format.
+//! The DNS listeners (UDP and TCP) and the wire format. With `zones` and `upstream`, the only
+//! module that uses hickory types.
+
+pub mod convert;
