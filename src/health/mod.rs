@@ -62,6 +62,14 @@ impl TargetStatus {
 pub trait HealthView {
     /// Status of one target; targets the prober does not know are [`TargetStatus::UNKNOWN`].
     fn status(&self, key: &TargetKey) -> TargetStatus;
+
+    /// The targets discovered under a host name (an SRV target, or a SIP domain's own A/AAAA
+    /// name), so an A/AAAA answer for that host can be judged per address. Empty when
+    /// unknown.
+    fn host_targets(&self, host: &DomainName) -> Vec<TargetKey> {
+        let _ = host;
+        Vec::new()
+    }
 }
 
 impl HealthView for HashMap<TargetKey, TargetStatus> {
