@@ -116,7 +116,9 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
                             || body.starts_with(&format!("- {key}:"))
                             || body.starts_with(&format!("\"{key}\":")))
                 });
-                let i = hit?;
+                let Some(i) = hit else {
+                    return found;
+                };
                 let (ind, body) = indent_of(lines[i]);
                 let ind = if body.starts_with("- ") { ind + 2 } else { ind };
                 found = Some(i + 1);
@@ -143,7 +145,9 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
                         }
                     }
                 }
-                let i = hit?;
+                let Some(i) = hit else {
+                    return found;
+                };
                 let (ind, _) = indent_of(lines[i]);
                 found = Some(i + 1);
                 // The item's keys start on its own line, after "- ".
@@ -259,6 +263,8 @@ sip:
             Some(12)
         );
         assert_eq!(line_of(TEXT, "nope"), None);
+        // A missing field points at its closest existing parent.
+        assert_eq!(line_of(TEXT, "sip.domains[1].port"), Some(8));
     }
 
     #[derive(Debug, serde::Deserialize)]

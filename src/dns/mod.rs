@@ -2,3 +2,6 @@
 //! module that uses hickory types.
 
 pub mod convert;
+pub mod handler;
+pub mod server;
+pub mod wire;

@@ -1,1 +1,438 @@
-//! The one lookup path: static entries and upstream by merge mode, RFC 3263 additional records and the health policy.
+//! The one lookup path, used by the DNS server, the prober's target discovery and the
+//! explain view alike:
+//!
+//! 1. [`Resolver::lookup`]: static entries and upstream combined by the zone's merge mode
+//!    (`override`, `fallback`, `merge`), CNAMEs in static data followed;
+//! 2. [`Resolver::answer`]: plus the RFC 3263 ADDITIONAL records (NAPTR -> its SRV records
+//!    -> their A/AAAA; SRV -> A/AAAA), NAPTR synthesis, and the health policy for names in
+//!    a managed SIP domain.
+//!
+//! Config and zones are read through one `ArcSwap`, swapped whole on reload, so a query sees
+//! either the old or the new state, never a mix. Health is read from the prober's snapshot,
+//! also an `ArcSwap`: one atomic load per query, no lock shared with the prober.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use futures::future::{BoxFuture, FutureExt, join_all};
+
+use crate::{
+    config::{Config, MergeMode, SipDomainConfig},
+    health::HealthSnapshot,
+    policy::{self, Decision},
+    record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
+    target::Transport,
+    upstream::Forwarder,
+    zones::{Zone, ZoneAnswer, ZoneStore},
+};
+
+/// How deep CNAME chains in static data are followed.
+const MAX_CNAME_DEPTH: usize = 8;
+/// At most this many SRV targets get their addresses added to ADDITIONAL.
+const MAX_ADDITIONAL_TARGETS: usize = 16;
+/// Time budget for filling ADDITIONAL from upstream; the phone can still ask itself.
+const ADDITIONAL_BUDGET: Duration = Duration::from_millis(500);
+
+/// The config and zones in force, swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// The config.
+    pub config: Arc<Config>,
+    /// The static zones.
+    pub zones: Arc<ZoneStore>,
+}
+
+/// An answer with its history, for the explain view.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// What the resolver found, before the health policy.
+    pub before: Answer,
+    /// What the phone gets.
+    pub after: Answer,
+    /// The managed SIP domain the name belongs to, if any.
+    pub domain: Option<DomainName>,
+    /// Per record, what the policy did and why.
+    pub decisions: Vec<Decision>,
+    /// Set when every target was down and the all-down rule applied.
+    pub all_down: Option<crate::config::AllDown>,
+}
+
+/// The lookup path.
+pub struct Resolver {
+    data: ArcSwap<Data>,
+    forwarder: Arc<Forwarder>,
+    health: ArcSwap<ArcSwap<HealthSnapshot>>,
+}
+
+impl Resolver {
+    /// A resolver over `data`, forwarding through `forwarder`, reading health from
+    /// `health`.
+    pub fn new(
+        data: Data,
+        forwarder: Arc<Forwarder>,
+        health: Arc<ArcSwap<HealthSnapshot>>,
+    ) -> Self {
+        Self {
+            data: ArcSwap::from_pointee(data),
+            forwarder,
+            health: ArcSwap::new(health),
+        }
+    }
+
+    /// The config and zones in force.
+    pub fn data(&self) -> Arc<Data> {
+        self.data.load_full()
+    }
+
+    /// Swaps in new config and zones atomically.
+    pub fn swap(&self, data: Data) {
+        self.data.store(Arc::new(data));
+    }
+
+    /// Points health reads at the prober's snapshot.
+    pub fn set_health(&self, health: Arc<ArcSwap<HealthSnapshot>>) {
+        self.health.store(health);
+    }
+
+    /// The health snapshot in force.
+    pub fn health(&self) -> Arc<HealthSnapshot> {
+        self.health.load().load_full()
+    }
+
+    /// The forwarder.
+    pub fn forwarder(&self) -> &Arc<Forwarder> {
+        &self.forwarder
+    }
+
+    /// Static entries and upstream by merge mode; no ADDITIONAL filling, no policy.
+    pub async fn lookup(&self, name: &DomainName, rtype: RType) -> Answer {
+        let data = self.data.load_full();
+        self.lookup_in(&data, name, rtype, 0).await
+    }
+
+    fn lookup_in<'a>(
+        &'a self,
+        data: &'a Data,
+        name: &'a DomainName,
+        rtype: RType,
+        depth: usize,
+    ) -> BoxFuture<'a, Answer> {
+        async move {
+            let Some(zone) = data.zones.find(name) else {
+                return self.forward(name, rtype).await;
+            };
+            let stat = zone.lookup(name, rtype);
+            match zone.mode {
+                MergeMode::Override => match stat {
+                    ZoneAnswer::Records(r) => static_answer(r),
+                    ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth).await,
+                    negative => {
+                        let up = self.forward(name, rtype).await;
+                        if is_positive(&up, rtype) {
+                            up
+                        } else {
+                            negative_answer(zone, &negative, &up)
+                        }
+                    }
+                },
+                MergeMode::Fallback => {
+                    let has_static = matches!(stat, ZoneAnswer::Records(_) | ZoneAnswer::Cname(_));
+                    let up = if has_static {
+                        // Static data is waiting: do not let a dead upstream hold the phone
+                        // longer than the RFC 8767 client response timer.
+                        let budget = data.config.upstream.stale_answer_after;
+                        tokio::time::timeout(budget, self.forward(name, rtype))
+                            .await
+                            .unwrap_or_else(|_| Answer::servfail())
+                    } else {
+                        self.forward(name, rtype).await
+                    };
+                    if is_positive(&up, rtype) {
+                        return up;
+                    }
+                    match stat {
+                        ZoneAnswer::Records(r) => static_answer(r),
+                        ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth).await,
+                        negative => negative_answer(zone, &negative, &up),
+                    }
+                }
+                MergeMode::Merge => {
+                    let up = self.forward(name, rtype).await;
+                    match stat {
+                        ZoneAnswer::Records(r) => {
+                            let mut answers: Vec<Rec> = up
+                                .answers
+                                .iter()
+                                .filter(|x| x.rtype() == rtype)
+                                .cloned()
+                                .collect();
+                            for rec in r {
+                                if !answers.iter().any(|a| a.data == rec.data) {
+                                    answers.push(rec);
+                                }
+                            }
+                            let mut a = Answer::records(answers, Source::Merged);
+                            a.additional = up.additional;
+                            a
+                        }
+                        ZoneAnswer::Cname(c) if !is_positive(&up, rtype) => {
+                            self.chase(data, c, rtype, depth).await
+                        }
+                        _ if is_positive(&up, rtype) => up,
+                        negative => negative_answer(zone, &negative, &up),
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    async fn chase(&self, data: &Data, cname: Rec, rtype: RType, depth: usize) -> Answer {
+        let RecordData::Cname(target) = &cname.data else {
+            return static_answer(vec![cname]);
+        };
+        if depth >= MAX_CNAME_DEPTH {
+            return static_answer(vec![cname]);
+        }
+        let target = target.clone();
+        let rest = self.lookup_in(data, &target, rtype, depth + 1).await;
+        let mut answers = vec![cname];
+        answers.extend(rest.answers);
+        Answer {
+            rcode: rest.rcode,
+            authoritative: true,
+            answers,
+            authority: rest.authority,
+            additional: rest.additional,
+            source: Source::Static,
+        }
+    }
+
+    async fn forward(&self, name: &DomainName, rtype: RType) -> Answer {
+        if let Some(hit) = self.forwarder.cached(name, rtype) {
+            return hit;
+        }
+        match self.forwarder.lookup(name, rtype).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(%name, %rtype, error = %e, "upstream lookup failed");
+                Answer::servfail()
+            }
+        }
+    }
+
+    /// What a phone gets for (name, qtype): lookup, ADDITIONAL records, NAPTR synthesis and
+    /// the health policy.
+    pub async fn answer(&self, name: &DomainName, qtype: RType) -> Answer {
+        self.answer_inner(name, qtype, false).await.after
+    }
+
+    /// [`Self::answer`] with the answer before the policy and every decision, for the
+    /// explain view.
+    pub async fn explain(&self, name: &DomainName, qtype: RType) -> Explained {
+        self.answer_inner(name, qtype, true).await
+    }
+
+    async fn answer_inner(&self, name: &DomainName, qtype: RType, explain: bool) -> Explained {
+        let data = self.data.load_full();
+        let mut answer = self.lookup_in(&data, name, qtype, 0).await;
+        let domain = data.config.sip.domain_of(name);
+
+        if qtype == RType::NAPTR
+            && let Some(d) = domain
+            && d.synthesize_naptr
+            && &d.name == name
+            && answer.rcode != Rcode::ServFail
+            && !answer.answers.iter().any(|r| r.rtype() == RType::NAPTR)
+            && let Some(synth) = self.synthesize(&data, d).await
+        {
+            answer = synth;
+        }
+        if matches!(qtype, RType::NAPTR | RType::SRV)
+            && answer.rcode == Rcode::NoError
+            && !answer.answers.is_empty()
+        {
+            self.fill_additional(&data, &mut answer, qtype).await;
+        }
+
+        let Some(d) = domain else {
+            return Explained {
+                before: if explain {
+                    answer.clone()
+                } else {
+                    Answer::servfail()
+                },
+                after: answer,
+                domain: None,
+                decisions: Vec::new(),
+                all_down: None,
+            };
+        };
+        let before = if explain {
+            answer.clone()
+        } else {
+            Answer::servfail()
+        };
+        let health = self.health();
+        let outcome = policy::apply(name, qtype, answer, d, &*health, &mut rand::rng());
+        Explained {
+            before,
+            after: outcome.answer,
+            domain: Some(d.name.clone()),
+            decisions: outcome.decisions,
+            all_down: outcome.all_down,
+        }
+    }
+
+    /// NAPTR records made from the domain's SRV sets, with ADDITIONAL filled later.
+    async fn synthesize(&self, data: &Data, d: &SipDomainConfig) -> Option<Answer> {
+        let names: Vec<(Transport, DomainName)> = d
+            .naptr_order
+            .iter()
+            .filter_map(|t| d.name.prepend(t.srv_prefix()).ok().map(|n| (*t, n)))
+            .collect();
+        let looks = join_all(
+            names
+                .iter()
+                .map(|(_, n)| self.lookup_in(data, n, RType::SRV, 0)),
+        )
+        .await;
+        let present: Vec<Transport> = names
+            .iter()
+            .zip(looks)
+            .filter(|(_, a)| a.answers.iter().any(|r| r.rtype() == RType::SRV))
+            .map(|((t, _), _)| *t)
+            .collect();
+        if present.is_empty() {
+            return None;
+        }
+        let recs = policy::synthesize_naptr(d, &present, d.ttl);
+        if recs.is_empty() {
+            return None;
+        }
+        Some(Answer::records(recs, Source::Synthesized))
+    }
+
+    /// RFC 3263 / RFC 2782 additional records: for NAPTR the SRV records it points to and
+    /// their targets' addresses; for SRV the targets' addresses. What the answer already
+    /// carries is not fetched again.
+    async fn fill_additional(&self, data: &Data, answer: &mut Answer, qtype: RType) {
+        let mut have: HashSet<(DomainName, RType)> = answer
+            .additional
+            .iter()
+            .map(|r| (r.name.clone(), r.rtype()))
+            .collect();
+        let mut srv_records: Vec<Rec> = Vec::new();
+        if qtype == RType::NAPTR {
+            let mut owners = Vec::new();
+            for r in &answer.answers {
+                if let RecordData::Naptr {
+                    flags, replacement, ..
+                } = &r.data
+                    && flags.eq_ignore_ascii_case("s")
+                    && !replacement.is_root()
+                    && !owners.contains(replacement)
+                {
+                    owners.push(replacement.clone());
+                }
+            }
+            let missing: Vec<&DomainName> = owners
+                .iter()
+                .filter(|o| !have.contains(&((*o).clone(), RType::SRV)))
+                .collect();
+            let found = tokio::time::timeout(
+                ADDITIONAL_BUDGET,
+                join_all(
+                    missing
+                        .iter()
+                        .map(|o| self.lookup_in(data, o, RType::SRV, 0)),
+                ),
+            )
+            .await
+            .unwrap_or_default();
+            for a in found {
+                for r in a.answers.into_iter().filter(|r| r.rtype() == RType::SRV) {
+                    have.insert((r.name.clone(), RType::SRV));
+                    answer.additional.push(r);
+                }
+            }
+            srv_records.extend(
+                answer
+                    .additional
+                    .iter()
+                    .filter(|r| r.rtype() == RType::SRV)
+                    .cloned(),
+            );
+        } else {
+            srv_records.extend(
+                answer
+                    .answers
+                    .iter()
+                    .filter(|r| r.rtype() == RType::SRV)
+                    .cloned(),
+            );
+        }
+        let mut targets: Vec<DomainName> = Vec::new();
+        for r in &srv_records {
+            if let RecordData::Srv { target, .. } = &r.data
+                && !target.is_root()
+                && !targets.contains(target)
+            {
+                targets.push(target.clone());
+            }
+        }
+        targets.truncate(MAX_ADDITIONAL_TARGETS);
+        let wanted: Vec<(DomainName, RType)> = targets
+            .into_iter()
+            .flat_map(|t| [(t.clone(), RType::A), (t, RType::AAAA)])
+            .filter(|k| !have.contains(k))
+            .collect();
+        let found = tokio::time::timeout(
+            ADDITIONAL_BUDGET,
+            join_all(wanted.iter().map(|(n, t)| self.lookup_in(data, n, *t, 0))),
+        )
+        .await
+        .unwrap_or_default();
+        for ((_, t), a) in wanted.iter().zip(found) {
+            answer
+                .additional
+                .extend(a.answers.into_iter().filter(|r| r.rtype() == *t));
+        }
+    }
+}
+
+fn static_answer(records: Vec<Rec>) -> Answer {
+    Answer {
+        authoritative: true,
+        ..Answer::records(records, Source::Static)
+    }
+}
+
+/// True if `a` answers (name, rtype) with records (or a CNAME chain).
+fn is_positive(a: &Answer, rtype: RType) -> bool {
+    a.rcode == Rcode::NoError
+        && a.answers
+            .iter()
+            .any(|r| r.rtype() == rtype || r.rtype() == RType::CNAME || rtype == RType::ANY)
+}
+
+/// A negative answer for a name in a static zone: NODATA if either side knows the name,
+/// else NXDOMAIN; the zone's SOA in AUTHORITY either way.
+fn negative_answer(zone: &Zone, stat: &ZoneAnswer, up: &Answer) -> Answer {
+    let exists = matches!(stat, ZoneAnswer::NoData) || up.rcode == Rcode::NoError;
+    Answer {
+        rcode: if exists {
+            Rcode::NoError
+        } else {
+            Rcode::NxDomain
+        },
+        authoritative: true,
+        answers: Vec::new(),
+        authority: vec![zone.negative_soa()],
+        additional: Vec::new(),
+        source: Source::Static,
+    }
+}
+
+#[cfg(test)]
+mod tests;

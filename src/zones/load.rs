@@ -1,0 +1,290 @@
+//! Reading `zones/`: YAML zone documents and RFC 1035 zone files (through hickory's parser).
+//! Every error names the file and the line.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use hickory_proto::{rr::Name, serialize::txt::Parser};
+
+use super::{
+    Zone, ZoneError, ZoneFormat, ZoneStore,
+    schema::{self, ZoneDoc},
+};
+use crate::{
+    config::{FileError, MergeMode, yaml},
+    dns::convert,
+    record::{DomainName, RType, Rec},
+};
+
+/// Loads every `*.yaml` / `*.yml` / `*.zone` file in `dir` into a store. `modes` gives the
+/// merge mode of `.zone` files by origin. All problems are collected, not just the first.
+pub fn load_dir(
+    dir: &Path,
+    modes: &BTreeMap<DomainName, MergeMode>,
+) -> Result<ZoneStore, ZoneError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| FileError::whole(dir, format!("cannot read the zones directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'));
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            !hidden && p.is_file() && matches!(ext, "yaml" | "yml" | "zone")
+        })
+        .collect();
+    paths.sort();
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut errors = Vec::new();
+    let mut origins: HashMap<DomainName, PathBuf> = HashMap::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(FileError::whole(&path, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let loaded = if path.extension().and_then(|e| e.to_str()) == Some("zone") {
+            let origin_hint = origin_from_file_name(&path);
+            let mode = origin_hint
+                .as_ref()
+                .and_then(|o| modes.get(o).copied())
+                .unwrap_or_default();
+            load_zone_file_text(&path, &text, origin_hint, mode)
+        } else {
+            load_yaml_text(&path, &text)
+        };
+        match loaded {
+            Ok(zone) => {
+                if let Some(prev) = origins.get(&zone.origin) {
+                    errors.push(FileError::whole(
+                        &path,
+                        format!(
+                            "zone {} is already defined in {}",
+                            zone.origin,
+                            prev.display()
+                        ),
+                    ));
+                    continue;
+                }
+                origins.insert(zone.origin.clone(), path.clone());
+                zones.push(zone);
+            }
+            Err(e) => errors.extend(e.errors),
+        }
+    }
+    for origin in modes.keys() {
+        if !origins.contains_key(origin) {
+            errors.push(FileError::whole(
+                dir,
+                format!("zones.modes names {origin}, but no zone file defines it"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(ZoneStore::new(zones))
+    } else {
+        Err(ZoneError { errors })
+    }
+}
+
+/// Parses and checks a YAML zone document as if read from `path`.
+pub fn load_yaml_text(path: &Path, text: &str) -> Result<Zone, ZoneError> {
+    let doc: ZoneDoc = yaml::from_str(path, text)?;
+    zone_from_doc(path, text, doc)
+}
+
+/// Builds a zone from a document; field errors are located in `text`.
+pub(crate) fn zone_from_doc(path: &Path, text: &str, doc: ZoneDoc) -> Result<Zone, ZoneError> {
+    match schema::records_of(&doc) {
+        Ok((soa, recs)) => Ok(Zone::new(
+            doc.zone.clone(),
+            doc.mode,
+            soa,
+            path.to_path_buf(),
+            ZoneFormat::Yaml,
+            recs,
+        )),
+        Err(errs) => Err(ZoneError {
+            errors: errs
+                .into_iter()
+                .map(|e| FileError::at_field(path, text, &e.field, e.reason))
+                .collect(),
+        }),
+    }
+}
+
+/// `example.org.zone` -> `example.org.`
+fn origin_from_file_name(path: &Path) -> Option<DomainName> {
+    let stem = path.file_stem()?.to_str()?;
+    DomainName::parse(stem).ok()
+}
+
+/// Parses an RFC 1035 zone file. `origin` is the zone name when the file has no `$ORIGIN`.
+pub fn load_zone_file_text(
+    path: &Path,
+    text: &str,
+    origin: Option<DomainName>,
+    mode: MergeMode,
+) -> Result<Zone, ZoneError> {
+    let hickory_origin = match &origin {
+        Some(o) => {
+            Some(convert::name_to_hickory(o).map_err(|e| FileError::whole(path, e.to_string()))?)
+        }
+        None => None,
+    };
+    let parsed = Parser::new(text, Some(path.to_path_buf()), hickory_origin.clone()).parse();
+    let (zone_name, sets) = match parsed {
+        Ok(ok) => ok,
+        Err(e) => {
+            let line = locate_zone_error(path, text, hickory_origin.as_ref());
+            return Err(FileError {
+                file: path.display().to_string(),
+                line,
+                column: None,
+                field: None,
+                reason: format!("zone file error: {e}"),
+            }
+            .into());
+        }
+    };
+    let origin = convert::name_from_hickory(&zone_name);
+    let mut soa = None;
+    let mut recs = Vec::new();
+    let mut outside = Vec::new();
+    for set in sets.values() {
+        for r in set.records_without_rrsigs() {
+            let Some(rec) = convert::rec_from_hickory(r) else {
+                continue;
+            };
+            if !rec.name.is_in(&origin) {
+                outside.push(rec.name.clone());
+                continue;
+            }
+            if rec.rtype() == RType::SOA {
+                if rec.name == origin {
+                    soa = Some(rec);
+                }
+                continue;
+            }
+            recs.push(rec);
+        }
+    }
+    if let Some(name) = outside.first() {
+        let line = find_line(text, name);
+        return Err(FileError {
+            file: path.display().to_string(),
+            line,
+            column: None,
+            field: None,
+            reason: format!("{name} is outside the zone {origin}"),
+        }
+        .into());
+    }
+    let soa: Rec = soa.ok_or_else(|| {
+        FileError::whole(
+            path,
+            format!("zone {origin} has no SOA record at its apex (RFC 1035 §5.2)"),
+        )
+    })?;
+    Ok(Zone::new(
+        origin,
+        mode,
+        soa,
+        path.to_path_buf(),
+        ZoneFormat::ZoneFile,
+        recs,
+    ))
+}
+
+/// hickory's parser errors carry no position: find the first entry whose inclusion makes
+/// the parse fail, by bisecting over whole entries (only on the error path).
+fn locate_zone_error(path: &Path, text: &str, origin: Option<&Name>) -> Option<usize> {
+    let entries = entry_ends(text);
+    if entries.is_empty() {
+        return None;
+    }
+    let fails = |k: usize| -> bool {
+        let end = entries[k].1;
+        Parser::new(&text[..end], Some(path.to_path_buf()), origin.cloned())
+            .parse()
+            .is_err()
+    };
+    // Smallest k such that the prefix up to entry k fails. The whole text fails.
+    let (mut lo, mut hi) = (0usize, entries.len() - 1);
+    if !fails(hi) {
+        // A prefix never fails, yet the whole does (e.g. an error only visible at the
+        // end, such as a missing SOA): report the last entry.
+        return Some(entries[hi].0);
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(entries[lo].0)
+}
+
+/// (first line, end byte offset) of every non-empty entry of a zone file, honouring
+/// comments, quotes and parentheses (RFC 1035 §5.1).
+fn entry_ends(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut comment, mut escaped) = (0usize, false, false, false);
+    let mut line = 1usize;
+    let mut start_line: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if c == '\n' {
+            comment = false;
+            if depth == 0
+                && !quoted
+                && let Some(s) = start_line.take()
+            {
+                out.push((s, i + 1));
+            }
+            line += 1;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                comment = true;
+                continue;
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if !c.is_whitespace() && start_line.is_none() {
+            start_line = Some(line);
+        }
+    }
+    if let Some(s) = start_line {
+        out.push((s, text.len()));
+    }
+    out
+}
+
+/// The first line that mentions `name` (best effort, for records outside the zone).
+fn find_line(text: &str, name: &DomainName) -> Option<usize> {
+    let bare = name.as_str().trim_end_matches('.');
+    text.lines()
+        .position(|l| l.to_ascii_lowercase().contains(bare))
+        .map(|i| i + 1)
+}

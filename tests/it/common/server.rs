@@ -1,0 +1,79 @@
+//! Starts the real server in-process on 127.0.0.1:0 from config text and zone files
+//! written to a temporary directory.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use sipdns::{app::Server, shutdown::CancellationToken};
+
+/// A running server and its files; stopped when dropped.
+#[allow(dead_code)]
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dns: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// Writes `config` (YAML; `listen` is forced to 127.0.0.1:0 unless given) and `zones`
+/// (file name, contents) and starts the server.
+pub async fn start(config: &str, zones: &[(&str, &str)]) -> TestServer {
+    try_start(config, zones).await.unwrap()
+}
+
+/// Like [`start`], returning the error instead of panicking.
+pub async fn try_start(config: &str, zones: &[(&str, &str)]) -> anyhow::Result<TestServer> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("zones"))?;
+    for (name, text) in zones {
+        std::fs::write(dir.path().join("zones").join(name), text)?;
+    }
+    let mut text = config.to_owned();
+    if !text.contains("listen:") {
+        text = format!("dns:\n  listen: [\"127.0.0.1:0\"]\napi:\n  listen: null\n{text}");
+    }
+    // Never let a test fall back to the machine's resolv.conf: without an explicit
+    // upstream, point at a closed loopback port (fails fast with ICMP unreachable).
+    if !text.contains("upstream:") {
+        text.push_str("upstream:\n  servers: [\"127.0.0.1:9\"]\n  timeout: 300ms\n  attempts: 1\n");
+    }
+    let config_path = dir.path().join("sipdns.yaml");
+    std::fs::write(&config_path, &text)?;
+    let (cfg, zones) = sipdns::app::load(&config_path)?;
+    let server = Server::start(&config_path, cfg, zones, CancellationToken::new()).await?;
+    let dns = server.dns_addrs[0];
+    Ok(TestServer {
+        server: Some(server),
+        dns,
+        dir,
+        config_path,
+    })
+}
+
+#[allow(dead_code)]
+impl TestServer {
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = &self.server {
+            s.shutdown.cancel();
+        }
+    }
+}
+
+/// The repository's example zones, as (file name, contents).
+pub fn example_zones() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "pbx.example.org.yaml",
+            include_str!("../../../zones/pbx.example.org.yaml"),
+        ),
+        (
+            "example.net.zone",
+            include_str!("../../../zones/example.net.zone"),
+        ),
+    ]
+}

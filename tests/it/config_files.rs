@@ -1,0 +1,100 @@
+//! Every shipped config loads; bad configs and zones are rejected with file, line and
+//! field; `sipdns check` and `sipdns run` behave on them.
+
+use std::{path::Path, process::Command};
+
+fn shipped_configs() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in ["deploy", "tests/fixtures/configs"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".yaml") && name.contains("sipdns")
+                || dir != "deploy" && name.ends_with(".yaml")
+            {
+                out.push(p);
+            }
+        }
+    }
+    assert!(out.len() >= 2, "{out:?}");
+    out
+}
+
+#[test]
+fn every_shipped_config_loads_with_its_zones() {
+    for p in shipped_configs() {
+        sipdns::app::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+    }
+}
+
+#[test]
+fn every_shipped_config_rejects_an_unknown_key() {
+    for p in shipped_configs() {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let bad = text.replacen("dns:\n", "dns:\n  no_such_key: 1\n", 1);
+        assert_ne!(bad, text, "{} has no dns: section", p.display());
+        let e = sipdns::config::Config::from_text(&p, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no_such_key"), "{e}");
+        assert!(e.contains(&format!("{}:", p.display())), "{e}");
+    }
+}
+
+fn sipdns(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_accepts_the_example_and_rejects_a_bad_zone_with_file_and_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = sipdns(&[
+        "check",
+        "-c",
+        root.join("deploy/sipdns.example.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(
+        dir.path().join("zones/example.net.zone"),
+        "$ORIGIN example.net.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\ngw IN A 192.0.2.300\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sipdns.yaml"),
+        "dns:\n  listen: [\"127.0.0.1:0\"]\nupstream:\n  servers: [\"127.0.0.1:9\"]\napi:\n  listen: null\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("sipdns.yaml");
+    let out = sipdns(&["check", "-c", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("example.net.zone:4"), "{err}");
+    // The server does not start with it either.
+    let out = sipdns(&["run", "-c", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("example.net.zone:4"));
+}
+
+#[test]
+fn check_rejects_a_bad_config_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "sip:\n  probe:\n    fall: 0\n").unwrap();
+    let out = sipdns(&["check", "-c", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("c.yaml:3"), "{err}");
+    assert!(err.contains("sip.probe.fall"), "{err}");
+}
