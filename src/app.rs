@@ -1,11 +1,7 @@
 //! Wiring only: load the config, build the shared state, bind the sockets, spawn the tasks
 //! and wait for shutdown. Also the reload procedure (parse and validate aside, then swap).
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -23,11 +19,15 @@ use crate::{
     },
     health::HealthSnapshot,
     metrics::Metrics,
+    reload::Reloader,
     resolve::{Data, Resolver},
     shutdown::CancellationToken,
     upstream::Forwarder,
     zones::{self, ZoneStore},
 };
+
+/// How often the config file and `zones/` are checked for changes.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Loads config and zones, or every error found in them.
 pub fn load(path: &Path) -> anyhow::Result<(Config, ZoneStore)> {
@@ -57,9 +57,10 @@ pub struct Server {
     pub resolver: Arc<Resolver>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Reloads config and zones.
+    pub reloader: Arc<Reloader>,
     /// Cancelling this stops every task.
     pub shutdown: CancellationToken,
-    config_path: PathBuf,
     tasks: JoinSet<()>,
 }
 
@@ -114,67 +115,25 @@ impl Server {
                 shutdown.clone(),
             ));
         }
-        metrics.reload_timestamp.set(unix_now());
+        let reloader = Arc::new(Reloader::new(
+            config_path,
+            resolver.clone(),
+            metrics.clone(),
+        ));
+        tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
         Ok(Self {
             dns_addrs,
             resolver,
             metrics,
+            reloader,
             shutdown,
-            config_path: config_path.to_path_buf(),
             tasks,
         })
     }
 
-    /// Re-reads the config file and zones; swaps them in only if all of it is valid. The
-    /// running state is untouched on error.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        match load(&self.config_path) {
-            Ok((config, zones)) => {
-                if let Err(e) = self.resolver.forwarder().reconfigure(&config.upstream) {
-                    self.metrics.reloads.with_label_values(&["error"]).inc();
-                    return Err(anyhow::Error::new(e).context("new upstream settings rejected"));
-                }
-                self.resolver.swap(Data {
-                    config: Arc::new(config),
-                    zones: Arc::new(zones),
-                });
-                self.metrics.reloads.with_label_values(&["ok"]).inc();
-                self.metrics.reload_timestamp.set(unix_now());
-                tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.reloads.with_label_values(&["error"]).inc();
-                tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the running config");
-                Err(e)
-            }
-        }
-    }
-
-    /// Waits until shutdown, reloading on SIGHUP.
+    /// Waits until shutdown.
     pub async fn run_until_shutdown(mut self) {
-        #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        loop {
-            #[cfg(unix)]
-            let hup_recv = async {
-                match hup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hup_recv = std::future::pending::<()>();
-            tokio::select! {
-                () = self.shutdown.cancelled() => break,
-                () = hup_recv => {
-                    tracing::info!("SIGHUP received, reloading");
-                    let _ = self.reload();
-                }
-            }
-        }
+        self.shutdown.cancelled().await;
         while self.tasks.join_next().await.is_some() {}
     }
 
@@ -203,13 +162,6 @@ async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)>
         "binding TCP {addr}: {}",
         last.map(|e| e.to_string()).unwrap_or_default()
     ))
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// `sipdns run`: runs until SIGTERM/SIGINT.

@@ -22,6 +22,7 @@
 //! - [`dns`]: the UDP/TCP listeners and the wire format.
 //! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`.
 //! - [`metrics`]: every Prometheus series.
+//! - [`reload`]: hot reload (file change, SIGHUP, API): validate aside, swap atomically.
 //! - [`shutdown`]: the shutdown signal.
 //!
 //! Only `dns`, `zones` and `upstream` use hickory types.
@@ -33,6 +34,7 @@ pub mod health;
 pub mod metrics;
 pub mod policy;
 pub mod record;
+pub mod reload;
 pub mod resolve;
 pub mod shutdown;
 pub mod target;

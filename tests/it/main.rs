@@ -11,3 +11,4 @@
 mod common;
 mod config_files;
 mod dns;
+mod reload;

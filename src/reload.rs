@@ -1,0 +1,223 @@
+//! Hot reload: on SIGHUP, a change of the config file or of `zones/`, or an API call, the
+//! new config and zones are read, parsed and validated off to the side, then swapped in with
+//! one atomic store. A bad version is rejected whole: the running one stays, the error is
+//! logged, counted and kept for `/readyz` and the API. Queries never wait on a reload: they
+//! read the old or the new state through an `ArcSwap`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    app,
+    metrics::Metrics,
+    resolve::{Data, Resolver},
+    shutdown::CancellationToken,
+};
+
+/// The outcome of the last reload attempt.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Unix time of the last successful load.
+    pub last_ok: f64,
+    /// The error of the last attempt, if it failed (cleared by a later success).
+    pub last_error: Option<String>,
+    /// Successful reloads since start.
+    pub reloads_ok: u64,
+    /// Rejected reloads since start.
+    pub reloads_failed: u64,
+}
+
+/// Something else that must follow a reload (the prober's target list).
+pub type ReloadHook = Box<dyn Fn(&Data) + Send + Sync>;
+
+/// Reloads config and zones for one running server.
+pub struct Reloader {
+    config_path: PathBuf,
+    resolver: Arc<Resolver>,
+    metrics: Arc<Metrics>,
+    status: Mutex<ReloadStatus>,
+    /// Serializes reloads and zone writes, so two cannot interleave their read-modify-swap.
+    /// A std mutex: held only around synchronous file reads and the swap, never across an
+    /// `.await`.
+    write_lock: Mutex<()>,
+    hooks: Mutex<Vec<ReloadHook>>,
+}
+
+impl Reloader {
+    /// A reloader for the server whose config file is `config_path`.
+    pub fn new(config_path: &Path, resolver: Arc<Resolver>, metrics: Arc<Metrics>) -> Self {
+        let status = ReloadStatus {
+            last_ok: unix_now(),
+            ..ReloadStatus::default()
+        };
+        metrics.reload_timestamp.set(status.last_ok);
+        Self {
+            config_path: config_path.to_path_buf(),
+            resolver,
+            metrics,
+            status: Mutex::new(status),
+            write_lock: Mutex::new(()),
+            hooks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `hook` after every successful swap.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        if let Ok(mut h) = self.hooks.lock() {
+            h.push(hook);
+        }
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The last outcome.
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Re-reads config and zones; swaps them in only if every part is valid.
+    pub fn reload(&self) -> Result<(), String> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .map_err(|_| "reload lock poisoned".to_owned())?;
+        let loaded = app::load(&self.config_path).map_err(|e| format!("{e:#}"));
+        let result = loaded.and_then(|(config, zones)| {
+            self.resolver
+                .forwarder()
+                .reconfigure(&config.upstream)
+                .map_err(|e| format!("upstream settings rejected: {e}"))?;
+            Ok(Data {
+                config: Arc::new(config),
+                zones: Arc::new(zones),
+            })
+        });
+        match result {
+            Ok(data) => {
+                self.install(data);
+                tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Swaps in `data` built by the caller (a zone edit through the API) under the write
+    /// lock; `make` sees the state in force and returns the new one, or an error that
+    /// leaves everything unchanged.
+    pub fn update<T>(
+        &self,
+        make: impl FnOnce(&Data) -> Result<(Data, T), String>,
+    ) -> Result<T, String> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .map_err(|_| "reload lock poisoned".to_owned())?;
+        let current = self.resolver.data();
+        let (data, out) = make(&current)?;
+        self.install(data);
+        Ok(out)
+    }
+
+    fn install(&self, data: Data) {
+        self.resolver.swap(data.clone());
+        if let Ok(hooks) = self.hooks.lock() {
+            for h in hooks.iter() {
+                h(&data);
+            }
+        }
+        let now = unix_now();
+        self.metrics.reloads.with_label_values(&["ok"]).inc();
+        self.metrics.reload_timestamp.set(now);
+        if let Ok(mut s) = self.status.lock() {
+            s.last_ok = now;
+            s.last_error = None;
+            s.reloads_ok += 1;
+        }
+    }
+
+    fn failed(&self, e: &str) {
+        self.metrics.reloads.with_label_values(&["error"]).inc();
+        tracing::error!(error = %e, "reload rejected; keeping the running config");
+        if let Ok(mut s) = self.status.lock() {
+            s.last_error = Some(e.to_owned());
+            s.reloads_failed += 1;
+        }
+    }
+
+    /// Watches the config file and the zones directory (by modification time and file
+    /// list, every `every`) and reloads on a change; also reloads on SIGHUP. Runs until
+    /// `shutdown`.
+    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut last = self.fingerprint();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup_recv = std::future::pending::<()>();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = hup_recv => {
+                    tracing::info!("SIGHUP received, reloading");
+                    let _ = self.reload();
+                    last = self.fingerprint();
+                }
+                _ = tick.tick() => {
+                    let now = self.fingerprint();
+                    if now != last {
+                        last = now;
+                        let _ = self.reload();
+                    }
+                }
+            }
+        }
+    }
+
+    /// (path, mtime, len) of the config file and every file in the zones directory.
+    fn fingerprint(&self) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+        let stat = |p: &Path| {
+            let m = std::fs::metadata(p).ok();
+            (
+                p.to_path_buf(),
+                m.as_ref().and_then(|m| m.modified().ok()),
+                m.map_or(0, |m| m.len()),
+            )
+        };
+        let mut out = vec![stat(&self.config_path)];
+        let dir = self.resolver.data().config.zones.dir.clone();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            files.sort();
+            out.extend(files.iter().map(|p| stat(p)));
+        }
+        out
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
