@@ -56,7 +56,7 @@ async fn fifty_reloads_under_load_lose_no_query() {
             // Bounded: stops when told, or after 200k queries at most.
             while !stop.load(Ordering::Relaxed) && n < 200_000 {
                 n += 1;
-                let qt = if (n + i) % 2 == 0 {
+                let qt = if (n + i).is_multiple_of(2) {
                     RecordType::SRV
                 } else {
                     RecordType::A
@@ -88,7 +88,7 @@ async fn fifty_reloads_under_load_lose_no_query() {
     let reloader = s.server().reloader.clone();
     let mut last_good = 0;
     for v in 1..=50u32 {
-        if v % 2 == 0 {
+        if v.is_multiple_of(2) {
             // Invalid: an A record without an address. Rejected; the old zone stays.
             std::fs::write(
                 zones_dir.join("pbx.yaml"),
