@@ -2,6 +2,7 @@
 //! module that uses hickory types.
 
 pub mod convert;
+pub mod encode;
 pub mod handler;
 pub mod server;
 pub mod wire;

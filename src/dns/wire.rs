@@ -6,16 +6,20 @@
 //! EDNS payload size, capped at our `max_udp_payload` (1232 by default), or 512 bytes
 //! without EDNS. When it does not fit, the ADDITIONAL section goes first, then AUTHORITY
 //! for positive answers; TC is set only when the ANSWER section itself does not fit.
-//! (hickory 0.26 would set TC as soon as anything overflows, hence this module.)
+//! (hickory 0.26 would set TC as soon as anything overflows; encoding is done by
+//! [`super::encode`].)
 
 use hickory_proto::{
-    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    op::{Edns, Message, MessageType, OpCode, ResponseCode},
     rr::{DNSClass, Name, RecordType},
-    serialize::binary::{BinEncodable, BinEncoder},
+    serialize::binary::BinEncodable,
 };
 
-use super::convert::{name_from_hickory, rec_to_hickory};
-use crate::record::{Answer, DomainName, RType, Rcode, Rec};
+use super::{
+    convert::name_from_hickory,
+    encode::{WireQuestion, response},
+};
+use crate::record::{Answer, DomainName, RType, Rcode};
 
 /// The largest DNS message over TCP.
 pub const TCP_MAX: usize = 65_535;
@@ -29,6 +33,8 @@ pub struct Question {
     pub id: u16,
     /// The name as the client wrote it (case preserved, RFC 0x20 draft).
     pub wire_name: Name,
+    /// The same name in uncompressed wire form.
+    pub qname_wire: Vec<u8>,
     /// The name, lower-cased.
     pub name: DomainName,
     /// The asked type.
@@ -118,9 +124,16 @@ pub fn parse(bytes: &[u8]) -> Parsed {
         resp.add_query(q.clone());
         return Parsed::Reply(resp.to_vec().unwrap_or_default(), Rcode::Refused);
     }
+    let Ok(qname_wire) = q.name.to_bytes() else {
+        return Parsed::Reply(
+            header_only(id, OpCode::Query, ResponseCode::FormErr, rd),
+            Rcode::FormErr,
+        );
+    };
     Parsed::Query(Question {
         id,
         wire_name: q.name.clone(),
+        qname_wire,
         name: name_from_hickory(&q.name),
         qtype: RType(u16::from(qtype)),
         rd,
@@ -165,91 +178,33 @@ pub fn budget(q: &Question, tcp: bool, max_udp_payload: u16) -> usize {
     }
 }
 
-fn rcode_to_hickory(r: Rcode) -> ResponseCode {
-    match r {
-        Rcode::NoError => ResponseCode::NoError,
-        Rcode::FormErr => ResponseCode::FormErr,
-        Rcode::ServFail => ResponseCode::ServFail,
-        Rcode::NxDomain => ResponseCode::NXDomain,
-        Rcode::NotImp => ResponseCode::NotImp,
-        Rcode::Refused => ResponseCode::Refused,
-        Rcode::BadVers => ResponseCode::BADVERS,
-        Rcode::Other(n) => <ResponseCode as From<u16>>::from(n),
-    }
-}
-
-/// Encodes `answer` for `q` within `limit` bytes. Returns the bytes and whether TC was set.
+/// Encodes `answer` for `q` within `limit` bytes ([`super::encode::response`]: full name
+/// compression, ADDITIONAL dropped before TC). Returns the bytes and whether TC was set.
 pub fn encode(
     q: &Question,
     answer: &Answer,
     limit: usize,
     max_udp_payload: u16,
 ) -> (Vec<u8>, bool) {
-    let mut msg = Message::new(q.id, MessageType::Response, OpCode::Query);
-    msg.metadata.recursion_desired = q.rd;
-    msg.metadata.recursion_available = true;
-    msg.metadata.checking_disabled = q.cd;
-    msg.metadata.authoritative = answer.authoritative;
-    msg.metadata.response_code = rcode_to_hickory(answer.rcode);
-    msg.add_query(Query::query(
-        q.wire_name.clone(),
-        RecordType::from(q.qtype.0),
-    ));
-    if q.edns_payload.is_some() {
-        let mut opt = Edns::new();
-        opt.set_max_payload(max_udp_payload.max(UDP_CLASSIC as u16));
-        msg.set_edns(opt);
-    }
-    let convert = |recs: &[Rec]| -> Vec<hickory_proto::rr::Record> {
-        recs.iter()
-            .filter_map(|r| {
-                // Echo the client's spelling of the question name in owner names.
-                let owner = (r.name == q.name).then_some(&q.wire_name);
-                rec_to_hickory(r, owner).ok()
-            })
-            .collect()
+    let wq = WireQuestion {
+        id: q.id,
+        qname_wire: &q.qname_wire,
+        qtype: q.qtype.0,
+        rd: q.rd,
+        cd: q.cd,
+        opt_payload: q
+            .edns_payload
+            .map(|_| max_udp_payload.max(UDP_CLASSIC as u16)),
     };
-    msg.answers = convert(&answer.answers);
-    msg.authorities = convert(&answer.authority);
-    msg.additionals = convert(&answer.additional);
-
-    let full = emit(&msg);
-    if full.len() <= limit {
-        return (full, false);
-    }
-    // Too big: drop ADDITIONAL first, then AUTHORITY if the answer is positive.
-    msg.additionals.clear();
-    let no_add = emit(&msg);
-    if no_add.len() <= limit {
-        return (no_add, false);
-    }
-    if !msg.answers.is_empty() {
-        msg.authorities.clear();
-        let bare = emit(&msg);
-        if bare.len() <= limit {
-            return (bare, false);
-        }
-    }
-    // The answer itself does not fit: TC, with the question only (RFC 2181 §9).
-    msg.answers.clear();
-    msg.authorities.clear();
-    msg.metadata.truncation = true;
-    (emit(&msg), true)
-}
-
-fn emit(msg: &Message) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(512);
-    let mut enc = BinEncoder::new(&mut buf);
-    if msg.emit(&mut enc).is_err() {
-        buf.clear();
-    }
-    buf
+    response(&wq, answer, limit)
 }
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::op::Query;
+
     use super::*;
-    use crate::record::{RecordData, Source};
+    use crate::record::{Rec, RecordData, Source};
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
         let mut m = Message::query();
