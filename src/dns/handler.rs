@@ -15,10 +15,13 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use ipnet::IpNet;
 
-use super::wire::{self, Parsed, Question};
+use super::{
+    fastpath::{self, AnswerCache},
+    wire::{self, Parsed, Question},
+};
 use crate::{
     metrics::Metrics,
-    record::{Answer, Rcode},
+    record::{Answer, Rcode, RecordData},
     resolve::Resolver,
 };
 
@@ -44,7 +47,11 @@ impl Transport {
 pub struct Handler {
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
+    cache: AnswerCache,
 }
+
+/// Encoded responses kept by the fast path.
+const ANSWER_CACHE_SIZE: usize = 65_536;
 
 /// True if `ip` is inside one of `allow` (IPv4-mapped IPv6 addresses count as IPv4).
 pub fn allowed(allow: &[IpNet], ip: std::net::IpAddr) -> bool {
@@ -55,7 +62,11 @@ pub fn allowed(allow: &[IpNet], ip: std::net::IpAddr) -> bool {
 impl Handler {
     /// A handler over a resolver.
     pub fn new(resolver: Arc<Resolver>, metrics: Arc<Metrics>) -> Self {
-        Self { resolver, metrics }
+        Self {
+            resolver,
+            metrics,
+            cache: AnswerCache::new(ANSWER_CACHE_SIZE),
+        }
     }
 
     /// The resolver.
@@ -71,8 +82,14 @@ impl Handler {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
-        let data = self.resolver.data();
-        if !allowed(&data.config.dns.allow, src.ip()) {
+        let (allowed, max_udp) = {
+            let data = self.resolver.data_guard();
+            (
+                allowed(&data.config.dns.allow, src.ip()),
+                data.config.dns.max_udp_payload,
+            )
+        };
+        if !allowed {
             self.metrics
                 .dns_dropped
                 .with_label_values(&["acl_refused"])
@@ -80,6 +97,29 @@ impl Handler {
             let resp = wire::refused(bytes)?;
             self.count(transport, "other", Rcode::Refused, start);
             return Some(resp);
+        }
+        // Fast path: a stored response for this question under the current generation.
+        let tcp = transport == Transport::Tcp;
+        let quick = fastpath::quick(bytes);
+        let generation = self.resolver.generation();
+        let key = quick.map(|qq| {
+            let limit = wire::budget_for(qq.edns_payload, tcp, max_udp);
+            fastpath::key(bytes, &qq, limit)
+        });
+        if let (Some(qq), Some(key)) = (&quick, &key)
+            && let Some(hit) = self.cache.get(key, generation, bytes, qq)
+        {
+            self.metrics
+                .dns_answers
+                .with_label_values(&[hit.source.metric_label()])
+                .inc();
+            self.count(
+                transport,
+                crate::record::RType(qq.qtype).metric_label(),
+                hit.rcode,
+                start,
+            );
+            return Some(hit.bytes);
         }
         let q = match wire::parse(bytes) {
             Parsed::Query(q) => q,
@@ -93,7 +133,31 @@ impl Handler {
             }
         };
         let answer = self.resolver.answer(&q.name, q.qtype).await;
-        Some(self.respond(&q, &answer, transport, start))
+        let resp = self.respond(&q, &answer, transport, start);
+        if let Some(key) = key
+            && self.cacheable(&q, &answer)
+        {
+            self.cache
+                .put(key, &resp, generation, answer.source, answer.rcode);
+        }
+        Some(resp)
+    }
+
+    /// Whether a response may be reused for the same question: not stale, not an error,
+    /// and not ordered at random per response by the health policy.
+    fn cacheable(&self, q: &Question, answer: &Answer) -> bool {
+        if answer.source == crate::record::Source::Stale
+            || !matches!(answer.rcode, Rcode::NoError | Rcode::NxDomain)
+        {
+            return false;
+        }
+        let data = self.resolver.data_guard();
+        match data.config.sip.domain_of(&q.name) {
+            Some(d) if d.ordering == crate::config::Ordering::Weighted => {
+                !has_weighted_choice(answer)
+            }
+            _ => true,
+        }
     }
 
     /// Answers a request without waiting for upstream, for when too many queries are
@@ -158,4 +222,18 @@ impl Handler {
             .with_label_values(&[transport.label()])
             .observe(start.elapsed().as_secs_f64());
     }
+}
+
+/// True if some SRV set in the answer has two records of one priority: the weighted order
+/// is drawn per response, so the encoded response must not be reused.
+fn has_weighted_choice(answer: &Answer) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    answer
+        .answers
+        .iter()
+        .chain(&answer.additional)
+        .any(|r| match &r.data {
+            RecordData::Srv { priority, .. } => !seen.insert((r.name.clone(), *priority)),
+            _ => false,
+        })
 }

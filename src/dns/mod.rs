@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod encode;
+pub mod fastpath;
 pub mod handler;
 pub mod server;
 pub mod wire;

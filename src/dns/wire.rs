@@ -167,10 +167,15 @@ pub fn refused(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// The size budget of a response to `q` over a transport.
 pub fn budget(q: &Question, tcp: bool, max_udp_payload: u16) -> usize {
+    budget_for(q.edns_payload, tcp, max_udp_payload)
+}
+
+/// The size budget for a client's EDNS payload size (or none) over a transport.
+pub fn budget_for(edns_payload: Option<u16>, tcp: bool, max_udp_payload: u16) -> usize {
     if tcp {
         return TCP_MAX;
     }
-    match q.edns_payload {
+    match edns_payload {
         Some(p) => {
             usize::from(p.clamp(UDP_CLASSIC as u16, max_udp_payload.max(UDP_CLASSIC as u16)))
         }

@@ -60,6 +60,8 @@ pub struct Explained {
 /// The lookup path.
 pub struct Resolver {
     data: ArcSwap<Data>,
+    /// Increases on every swap of `data`, so answer caches can tell it moved.
+    generation: std::sync::atomic::AtomicU64,
     forwarder: Arc<Forwarder>,
     health: ArcSwap<ArcSwap<HealthSnapshot>>,
 }
@@ -74,6 +76,7 @@ impl Resolver {
     ) -> Self {
         Self {
             data: ArcSwap::from_pointee(data),
+            generation: std::sync::atomic::AtomicU64::new(1),
             forwarder,
             health: ArcSwap::new(health),
         }
@@ -84,9 +87,24 @@ impl Resolver {
         self.data.load_full()
     }
 
+    /// The config and zones in force, without touching the reference count (hot path).
+    pub fn data_guard(&self) -> arc_swap::Guard<Arc<Data>> {
+        self.data.load()
+    }
+
     /// Swaps in new config and zones atomically.
     pub fn swap(&self, data: Data) {
         self.data.store(Arc::new(data));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A number that changes whenever config, zones or any target's health change: answers
+    /// computed under one generation stay valid while it holds.
+    pub fn generation(&self) -> u128 {
+        let data = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let health = self.health.load().load().generation;
+        (u128::from(data) << 64) | u128::from(health)
     }
 
     /// Points health reads at the prober's snapshot.

@@ -249,3 +249,29 @@ async fn malformed_and_odd_queries_get_the_right_errors() {
     let (m, _) = client::udp(s.dns, &query("pbx.example.org.", RecordType::A, None)).await;
     assert_eq!(m.answers.len(), 2);
 }
+
+#[tokio::test]
+async fn repeated_questions_from_the_answer_cache_echo_each_client() {
+    let s = server::start("", &example_zones()).await;
+    // First: fills the fast path. Then the same question in other spellings, sizes and IDs.
+    let mut sizes = Vec::new();
+    for (name, edns) in [
+        ("pbx.example.org.", Some(1232)),
+        ("PBX.EXAMPLE.ORG.", Some(1232)),
+        ("pBx.ExAmPlE.OrG.", None),
+        ("pbx.example.org.", None),
+    ] {
+        let q = query(name, RecordType::NAPTR, edns);
+        let (m, size) = client::udp(s.dns, &q).await;
+        assert_eq!(m.metadata.id, q.metadata.id);
+        assert_eq!(m.queries[0].name.to_ascii(), name);
+        assert_eq!(m.answers[0].name.to_ascii(), name, "owner names echo the client's case");
+        assert_eq!(m.answers.len(), 3);
+        assert_eq!(m.edns.is_some(), edns.is_some());
+        sizes.push(size);
+    }
+    assert_eq!(sizes[0], sizes[1]);
+    assert!(sizes[2] <= 512 && sizes[3] <= 512, "{sizes:?}");
+    let metrics = s.server().metrics.encode();
+    assert!(metrics.contains("sipdns_dns_answers_total{source=\"static\"} 4"), "{metrics}");
+}
