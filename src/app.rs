@@ -96,17 +96,22 @@ impl Server {
         let inflight = Arc::new(Semaphore::new(limits.max_inflight));
         let mut tasks = JoinSet::new();
         let mut dns_addrs = Vec::new();
+        let loops = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 16);
         for addr in listen {
-            let (udp, tcp) = bind_pair(addr).await?;
-            let bound = udp.local_addr()?;
+            let (udp, tcp) = bind_pair(addr, loops).await?;
+            let bound = tcp.local_addr()?;
             dns_addrs.push(bound);
-            tracing::info!(%bound, "DNS listening on UDP and TCP");
-            tasks.spawn(server::serve_udp(
-                Arc::new(udp),
-                handler.clone(),
-                inflight.clone(),
-                shutdown.clone(),
-            ));
+            tracing::info!(%bound, udp_loops = udp.len(), "DNS listening on UDP and TCP");
+            for socket in udp {
+                tasks.spawn(server::serve_udp(
+                    Arc::new(socket),
+                    handler.clone(),
+                    inflight.clone(),
+                    shutdown.clone(),
+                ));
+            }
             tasks.spawn(server::serve_tcp(
                 tcp,
                 handler.clone(),
@@ -144,15 +149,33 @@ impl Server {
     }
 }
 
-/// Binds UDP and TCP on the same address; with port 0, retries until both get one port.
-async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+/// Binds `count` UDP sockets (SO_REUSEPORT, so the kernel spreads queries over one
+/// receive loop per core) and a TCP listener on the same address; with port 0, retries
+/// until all get one port.
+async fn bind_pair(
+    addr: SocketAddr,
+    count: usize,
+) -> anyhow::Result<(Vec<UdpSocket>, TcpListener)> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding UDP {addr}"))?;
-        let bound = udp.local_addr()?;
+        let first = udp_socket(addr).with_context(|| format!("binding UDP {addr}"))?;
+        let bound = first.local_addr()?;
+        let mut udp = vec![first];
+        let mut ok = true;
+        for _ in 1..count {
+            match udp_socket(bound) {
+                Ok(s) => udp.push(s),
+                Err(e) => {
+                    last = Some(e);
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
         match TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),
@@ -162,6 +185,21 @@ async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)>
         "binding TCP {addr}: {}",
         last.map(|e| e.to_string()).unwrap_or_default()
     ))
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Room for bursts of queries while a loop is busy.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 /// `sipdns run`: runs until SIGTERM/SIGINT.

@@ -265,7 +265,11 @@ async fn repeated_questions_from_the_answer_cache_echo_each_client() {
         let (m, size) = client::udp(s.dns, &q).await;
         assert_eq!(m.metadata.id, q.metadata.id);
         assert_eq!(m.queries[0].name.to_ascii(), name);
-        assert_eq!(m.answers[0].name.to_ascii(), name, "owner names echo the client's case");
+        assert_eq!(
+            m.answers[0].name.to_ascii(),
+            name,
+            "owner names echo the client's case"
+        );
         assert_eq!(m.answers.len(), 3);
         assert_eq!(m.edns.is_some(), edns.is_some());
         sizes.push(size);
@@ -273,5 +277,8 @@ async fn repeated_questions_from_the_answer_cache_echo_each_client() {
     assert_eq!(sizes[0], sizes[1]);
     assert!(sizes[2] <= 512 && sizes[3] <= 512, "{sizes:?}");
     let metrics = s.server().metrics.encode();
-    assert!(metrics.contains("sipdns_dns_answers_total{source=\"static\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("sipdns_dns_answers_total{source=\"static\"} 4"),
+        "{metrics}"
+    );
 }
