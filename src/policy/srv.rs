@@ -184,13 +184,17 @@ pub(super) fn process_set<H: HealthView + ?Sized, R: Rng + ?Sized>(
     }
 
     if ctx.domain.fallback_always {
-        // Listed last, below everything else handed out (RFC 2782: higher = later).
+        // Listed last, below everything else handed out (RFC 2782: higher = later). Only
+        // gateways of this set's transport: while servers are up there is no reason to send
+        // a phone to a gateway over a transport it does not speak.
         let lowest = items
             .iter()
             .map(|i| priority(&i.rec))
             .max()
             .map_or(0, |p| p.saturating_add(1));
         let (usable, down) = ctx.fallback_targets(Some(transport));
+        let usable = usable.into_iter().filter(|f| f.transport == transport);
+        let down = down.into_iter().filter(|(f, _)| f.transport == transport);
         for f in usable {
             let already = items.iter().any(|i| {
                 matches!(&i.rec.data, RecordData::Srv { target, port, .. }

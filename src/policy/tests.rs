@@ -994,6 +994,19 @@ fn srv_all_down_table() {
             ..BASE
         },
         Case {
+            name: "fallback_always lists only gateways of the set's transport",
+            qname: "_sips._tcp.pbx.example.org.",
+            answer: &["_sips._tcp.pbx.example.org. 3600 SRV 0 0 5061 server1.pbx.example.org."],
+            additional: &[A_1],
+            config: |d| {
+                with_sbc(d);
+                d.fallback_always = true;
+            },
+            want_answer: &["_sips._tcp.pbx.example.org. 30 SRV 0 0 5061 server1.pbx.example.org."],
+            want_additional: &["server1.pbx.example.org. 30 A 192.0.2.13"],
+            ..BASE
+        },
+        Case {
             name: "without fallback_always the SBC stays hidden while servers are up",
             qname: UDP_QNAME,
             answer: &[SRV_UDP_1],
