@@ -9,14 +9,14 @@
 //!
 //! What happens, by question type (SPEC.md, "The health policy"):
 //!
-//! - **SRV** ([`srv`]): a record is up if one address of its target is usable on the
+//! - **SRV** (`srv.rs`): a record is up if one address of its target is usable on the
 //!   record's port and the owner's transport. `on_down: withhold` drops the others, `demote`
 //!   moves them after every up record. Records are sorted by priority; within a priority
 //!   they are ordered by an RFC 2782 weighted draw (or kept in source order).
-//! - **NAPTR** ([`naptr`]): a SIP record whose SRV set has no usable target is withheld, so
+//! - **NAPTR** (`naptr.rs`): a SIP record whose SRV set has no usable target is withheld, so
 //!   phones switch transport (RFC 3263 §4.1). The SRV sets in ADDITIONAL are filtered the
 //!   same way as an SRV answer.
-//! - **A / AAAA** ([`address`]): of the SIP domain itself, each address is the target
+//! - **A / AAAA** (`address.rs`): of the SIP domain itself, each address is the target
 //!   (address, `a_port`, `a_transport`); of a target host, the targets the prober found at
 //!   that host. Unusable addresses are withheld.
 //! - **ADDITIONAL** is kept consistent: no address of a withheld target is handed out as
