@@ -91,6 +91,7 @@ impl Server {
             },
             forwarder,
             health,
+            metrics.clone(),
         ));
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
         let inflight = Arc::new(Semaphore::new(limits.max_inflight));

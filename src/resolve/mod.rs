@@ -19,6 +19,7 @@ use futures::future::{BoxFuture, FutureExt, join_all};
 use crate::{
     config::{Config, MergeMode, SipDomainConfig},
     health::HealthSnapshot,
+    metrics::Metrics,
     policy::{self, Decision},
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
     target::Transport,
@@ -64,6 +65,7 @@ pub struct Resolver {
     generation: std::sync::atomic::AtomicU64,
     forwarder: Arc<Forwarder>,
     health: ArcSwap<ArcSwap<HealthSnapshot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Resolver {
@@ -73,12 +75,14 @@ impl Resolver {
         data: Data,
         forwarder: Arc<Forwarder>,
         health: Arc<ArcSwap<HealthSnapshot>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             data: ArcSwap::from_pointee(data),
             generation: std::sync::atomic::AtomicU64::new(1),
             forwarder,
             health: ArcSwap::new(health),
+            metrics,
         }
     }
 
@@ -293,6 +297,19 @@ impl Resolver {
         };
         let health = self.health();
         let outcome = policy::apply(name, qtype, answer, d, &*health, &mut rand::rng());
+        let withheld = outcome.withheld_count();
+        if withheld > 0 {
+            self.metrics
+                .policy_withheld
+                .with_label_values(&[qtype.metric_label()])
+                .inc_by(withheld as u64);
+        }
+        if let Some(rule) = outcome.all_down {
+            self.metrics
+                .policy_all_down
+                .with_label_values(&[policy::all_down_label(rule)])
+                .inc();
+        }
         Explained {
             before,
             after: outcome.answer,
