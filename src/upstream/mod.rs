@@ -147,10 +147,11 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Either an answer at hand or an upstream request to wait for.
+/// An answer at hand, an upstream request to wait for, or a request that could not start.
 enum Pending {
     Ready(Answer),
     Upstream(SharedLookup),
+    Failed(UpstreamError),
 }
 
 /// The forwarder. `Send + Sync`; share it behind an `Arc`. Spawns its upstream requests on
@@ -209,6 +210,7 @@ impl Forwarder {
         let request = match self.join_or_start(key) {
             Pending::Ready(answer) => return Ok(answer),
             Pending::Upstream(request) => request,
+            Pending::Failed(e) => return stale.ok_or(e),
         };
         let Some(stale) = stale else {
             return request.await;
@@ -264,12 +266,18 @@ impl Forwarder {
         if let Hit::Fresh(answer) = self.lookup_cache(&key) {
             return Pending::Ready(answer);
         }
+        // `tokio::spawn` would panic outside a runtime (say, a foreign executor): fail instead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Pending::Failed(UpstreamError::Other(
+                "forwarder used outside a tokio runtime".into(),
+            ));
+        };
         let guard = InflightGuard {
             inner: Arc::clone(inner),
             key: key.clone(),
         };
         let settings = inner.settings.load_full();
-        let task = tokio::spawn(async move {
+        let task = runtime.spawn(async move {
             let guard = guard;
             let inner = &guard.inner;
             let (name, rtype) = &guard.key;
@@ -328,6 +336,22 @@ mod tests {
     fn forwarder_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Forwarder>();
+    }
+
+    #[test]
+    fn outside_a_runtime_lookup_fails_instead_of_panicking() {
+        let cfg = UpstreamConfig {
+            servers: vec!["127.0.0.1:9".parse().unwrap()],
+            ..UpstreamConfig::default()
+        };
+        let f = Forwarder::new(&cfg, Arc::new(Metrics::new())).unwrap();
+        let name = DomainName::parse("pbx.example.org").unwrap();
+        let mut fut = std::pin::pin!(f.lookup(&name, RType::A));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(got) = fut.as_mut().poll(&mut cx) else {
+            panic!("a lookup that cannot start should fail at once")
+        };
+        assert!(matches!(got, Err(UpstreamError::Other(_))), "{got:?}");
     }
 
     #[test]
