@@ -26,7 +26,10 @@ mod servers;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -121,29 +124,42 @@ struct Inner {
     /// Read on every question, replaced on reload: an `ArcSwap` costs readers no lock.
     settings: ArcSwap<Settings>,
     cache: Cache,
-    /// Questions in flight upstream. A plain mutex: held only to look up or insert, never
-    /// across an `.await`, and only on cache misses.
-    inflight: Mutex<HashMap<Key, SharedLookup>>,
+    /// Questions in flight upstream, each with the generation number of its request. A
+    /// plain mutex: held only to look up, insert or remove, never across an `.await`, and
+    /// only on cache misses.
+    inflight: Mutex<HashMap<Key, (u64, SharedLookup)>>,
+    generation: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
 impl Inner {
-    fn inflight(&self) -> MutexGuard<'_, HashMap<Key, SharedLookup>> {
+    fn inflight(&self) -> MutexGuard<'_, HashMap<Key, (u64, SharedLookup)>> {
         // Nothing panics while the map is locked, so a poisoned lock is still consistent.
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets request `generation` of `key`, and only that one.
+    fn finished(&self, key: &Key, generation: u64) {
+        let mut inflight = self.inflight();
+        if inflight.get(key).is_some_and(|(g, _)| *g == generation) {
+            inflight.remove(key);
+        }
     }
 }
 
 /// Removes a question from the in-flight map when its upstream task ends, however it ends
-/// (finished, panicked, or dropped at runtime shutdown), so a question can never get stuck.
+/// (finished or panicked), so a question can never get stuck. It is made inside the task,
+/// on its first poll: a task dropped unpolled by a runtime that is shutting down is cleaned
+/// up by its waiters instead (see `join_or_start`), and never while the map is locked.
 struct InflightGuard {
     inner: Arc<Inner>,
     key: Key,
+    generation: u64,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.inner.inflight().remove(&self.key);
+        self.inner.finished(&self.key, self.generation);
     }
 }
 
@@ -171,6 +187,7 @@ impl Forwarder {
                 settings: ArcSwap::from_pointee(settings),
                 cache,
                 inflight: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
                 metrics,
             }),
         })
@@ -257,7 +274,7 @@ impl Forwarder {
     fn join_or_start(&self, key: Key) -> Pending {
         let inner = &self.inner;
         let mut inflight = inner.inflight();
-        if let Some(request) = inflight.get(&key) {
+        if let Some((_, request)) = inflight.get(&key) {
             return Pending::Upstream(request.clone());
         }
         // A request may have finished between our cache miss and taking the lock: its task
@@ -272,13 +289,15 @@ impl Forwarder {
                 "forwarder used outside a tokio runtime".into(),
             ));
         };
-        let guard = InflightGuard {
-            inner: Arc::clone(inner),
-            key: key.clone(),
-        };
+        let generation = inner.generation.fetch_add(1, Ordering::Relaxed);
         let settings = inner.settings.load_full();
+        let (task_inner, task_key) = (Arc::clone(inner), key.clone());
         let task = runtime.spawn(async move {
-            let guard = guard;
+            let guard = InflightGuard {
+                inner: task_inner,
+                key: task_key,
+                generation,
+            };
             let inner = &guard.inner;
             let (name, rtype) = &guard.key;
             let result = settings.upstreams.query(name, *rtype, &inner.metrics).await;
@@ -301,13 +320,17 @@ impl Forwarder {
             result
             // `guard` drops here, after the cache is filled: see `join_or_start`.
         });
+        let (waiter_inner, waiter_key) = (Arc::clone(inner), key.clone());
         let request: SharedLookup = async move {
-            task.await
-                .unwrap_or_else(|e| Err(UpstreamError::Other(format!("upstream task failed: {e}"))))
+            task.await.unwrap_or_else(|e| {
+                // Cancelled (runtime shutdown) or panicked: make sure the question is free.
+                waiter_inner.finished(&waiter_key, generation);
+                Err(UpstreamError::Other(format!("upstream task failed: {e}")))
+            })
         }
         .boxed()
         .shared();
-        inflight.insert(key, request.clone());
+        inflight.insert(key, (generation, request.clone()));
         Pending::Upstream(request)
     }
 }
@@ -352,6 +375,46 @@ mod tests {
             panic!("a lookup that cannot start should fail at once")
         };
         assert!(matches!(got, Err(UpstreamError::Other(_))), "{got:?}");
+    }
+
+    #[test]
+    fn lookups_on_a_shut_down_runtime_fail_and_leave_nothing_in_flight() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // In a thread, so that a deadlock fails the test instead of hanging it.
+        std::thread::spawn(move || {
+            let cfg = UpstreamConfig {
+                servers: vec!["127.0.0.1:9".parse().unwrap()],
+                ..UpstreamConfig::default()
+            };
+            let f = Forwarder::new(&cfg, Arc::new(Metrics::new())).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = rt.handle().clone();
+            rt.shutdown_background();
+            let _entered = handle.enter();
+            let name = DomainName::parse("pbx.example.org").unwrap();
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let mut fut = std::pin::pin!(f.lookup(&name, RType::A));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                    results.push(r);
+                }
+            }
+            let _ = tx.send((results, f.inner.inflight().len()));
+        });
+        let (results, inflight) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("lookup deadlocked");
+        assert_eq!(results.len(), 2);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(UpstreamError::Other(_))))
+        );
+        assert_eq!(inflight, 0);
     }
 
     #[test]
