@@ -1,4 +1,6 @@
 //! Shared test support.
 
 pub mod client;
+#[allow(dead_code)]
+pub mod fake_upstream;
 pub mod server;
