@@ -94,7 +94,8 @@ impl Server {
             metrics.clone(),
         ));
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
-        let inflight = Arc::new(Semaphore::new(limits.max_inflight));
+        // The real bound on upstream waits is in the resolver; this one is a safety net.
+        let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));
         let mut tasks = JoinSet::new();
         let mut dns_addrs = Vec::new();
         let loops = std::thread::available_parallelism()

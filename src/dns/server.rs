@@ -66,6 +66,9 @@ pub async fn serve_udp(
         match polled {
             Poll::Ready(Some(resp)) => send(&socket, &resp, src).await,
             Poll::Ready(None) => {}
+            // Waiting on upstream: the resolver holds one of `max_inflight` permits for it,
+            // so these tasks are bounded. A second bound here guards against anything else
+            // that might wait (e.g. a stuck send).
             Poll::Pending => match inflight.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let socket = socket.clone();

@@ -5,13 +5,15 @@
 //!    (`override`, `fallback`, `merge`), CNAMEs in static data followed;
 //! 2. [`Resolver::answer`]: plus the RFC 3263 ADDITIONAL records (NAPTR -> its SRV records
 //!    -> their A/AAAA; SRV -> A/AAAA), NAPTR synthesis, and the health policy for names in
-//!    a managed SIP domain.
+//!    a managed SIP domain. ADDITIONAL records never hold an answer back: they come from
+//!    static data and the forwarder's cache (fresh or stale); what the cache lacks is
+//!    fetched in the background for the next answer.
 //!
 //! Config and zones are read through one `ArcSwap`, swapped whole on reload, so a query sees
 //! either the old or the new state, never a mix. Health is read from the prober's snapshot,
 //! also an `ArcSwap`: one atomic load per query, no lock shared with the prober.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc};
 
 use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, join_all};
@@ -31,8 +33,17 @@ use crate::{
 const MAX_CNAME_DEPTH: usize = 8;
 /// At most this many SRV targets get their addresses added to ADDITIONAL.
 const MAX_ADDITIONAL_TARGETS: usize = 16;
-/// Time budget for filling ADDITIONAL from upstream; the phone can still ask itself.
-const ADDITIONAL_BUDGET: Duration = Duration::from_millis(500);
+/// Background fetches of upstream data for ADDITIONAL records running at once, at most.
+const MAX_PREFETCH: usize = 64;
+
+/// Whether a lookup may wait for upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Ask upstream and wait for it (the question itself).
+    Upstream,
+    /// Use only cached upstream data, fetching misses in the background (ADDITIONAL).
+    CacheOnly,
+}
 
 /// The config and zones in force, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -66,6 +77,10 @@ pub struct Resolver {
     forwarder: Arc<Forwarder>,
     health: ArcSwap<ArcSwap<HealthSnapshot>>,
     metrics: Arc<Metrics>,
+    prefetch: Arc<tokio::sync::Semaphore>,
+    /// Questions waiting on upstream at once (`dns.max_inflight`): the bound sits where
+    /// upstream work starts, so a flood of cache misses cannot queue without limit.
+    inflight: tokio::sync::Semaphore,
 }
 
 impl Resolver {
@@ -77,12 +92,15 @@ impl Resolver {
         health: Arc<ArcSwap<HealthSnapshot>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let max_inflight = data.config.dns.max_inflight.max(1);
         Self {
             data: ArcSwap::from_pointee(data),
             generation: std::sync::atomic::AtomicU64::new(1),
             forwarder,
             health: ArcSwap::new(health),
             metrics,
+            prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCH)),
+            inflight: tokio::sync::Semaphore::new(max_inflight),
         }
     }
 
@@ -129,7 +147,7 @@ impl Resolver {
     /// Static entries and upstream by merge mode; no ADDITIONAL filling, no policy.
     pub async fn lookup(&self, name: &DomainName, rtype: RType) -> Answer {
         let data = self.data.load_full();
-        self.lookup_in(&data, name, rtype, 0).await
+        self.lookup_in(&data, name, rtype, 0, Wait::Upstream).await
     }
 
     fn lookup_in<'a>(
@@ -138,24 +156,19 @@ impl Resolver {
         name: &'a DomainName,
         rtype: RType,
         depth: usize,
+        wait: Wait,
     ) -> BoxFuture<'a, Answer> {
         async move {
             let Some(zone) = data.zones.find(name) else {
-                return self.forward(name, rtype).await;
+                return self.forward(name, rtype, wait).await;
             };
             let stat = zone.lookup(name, rtype);
             match zone.mode {
+                // The zone is the operator's word for its names: upstream is not asked.
                 MergeMode::Override => match stat {
                     ZoneAnswer::Records(r) => static_answer(r),
-                    ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth).await,
-                    negative => {
-                        let up = self.forward(name, rtype).await;
-                        if is_positive(&up, rtype) {
-                            up
-                        } else {
-                            negative_answer(zone, &negative, &up)
-                        }
-                    }
+                    ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth, wait).await,
+                    negative => negative_answer(zone, &negative, &Answer::servfail()),
                 },
                 MergeMode::Fallback => {
                     let has_static = matches!(stat, ZoneAnswer::Records(_) | ZoneAnswer::Cname(_));
@@ -163,23 +176,23 @@ impl Resolver {
                         // Static data is waiting: do not let a dead upstream hold the phone
                         // longer than the RFC 8767 client response timer.
                         let budget = data.config.upstream.stale_answer_after;
-                        tokio::time::timeout(budget, self.forward(name, rtype))
+                        tokio::time::timeout(budget, self.forward(name, rtype, wait))
                             .await
                             .unwrap_or_else(|_| Answer::servfail())
                     } else {
-                        self.forward(name, rtype).await
+                        self.forward(name, rtype, wait).await
                     };
                     if is_positive(&up, rtype) {
                         return up;
                     }
                     match stat {
                         ZoneAnswer::Records(r) => static_answer(r),
-                        ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth).await,
+                        ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth, wait).await,
                         negative => negative_answer(zone, &negative, &up),
                     }
                 }
                 MergeMode::Merge => {
-                    let up = self.forward(name, rtype).await;
+                    let up = self.forward(name, rtype, wait).await;
                     match stat {
                         ZoneAnswer::Records(r) => {
                             let mut answers: Vec<Rec> = up
@@ -198,7 +211,7 @@ impl Resolver {
                             a
                         }
                         ZoneAnswer::Cname(c) if !is_positive(&up, rtype) => {
-                            self.chase(data, c, rtype, depth).await
+                            self.chase(data, c, rtype, depth, wait).await
                         }
                         _ if is_positive(&up, rtype) => up,
                         negative => negative_answer(zone, &negative, &up),
@@ -209,7 +222,14 @@ impl Resolver {
         .boxed()
     }
 
-    async fn chase(&self, data: &Data, cname: Rec, rtype: RType, depth: usize) -> Answer {
+    async fn chase(
+        &self,
+        data: &Data,
+        cname: Rec,
+        rtype: RType,
+        depth: usize,
+        wait: Wait,
+    ) -> Answer {
         let RecordData::Cname(target) = &cname.data else {
             return static_answer(vec![cname]);
         };
@@ -217,7 +237,7 @@ impl Resolver {
             return static_answer(vec![cname]);
         }
         let target = target.clone();
-        let rest = self.lookup_in(data, &target, rtype, depth + 1).await;
+        let rest = self.lookup_in(data, &target, rtype, depth + 1, wait).await;
         let mut answers = vec![cname];
         answers.extend(rest.answers);
         Answer {
@@ -230,10 +250,36 @@ impl Resolver {
         }
     }
 
-    async fn forward(&self, name: &DomainName, rtype: RType) -> Answer {
+    async fn forward(&self, name: &DomainName, rtype: RType, wait: Wait) -> Answer {
         if let Some(hit) = self.forwarder.cached(name, rtype) {
             return hit;
         }
+        if wait == Wait::CacheOnly {
+            // ADDITIONAL records are a courtesy: never hold an answer for them. Use what
+            // the cache has (even stale) and fetch the rest in the background, so the next
+            // answer carries it.
+            if let Some(stale) = self.forwarder.stale(name, rtype) {
+                return stale;
+            }
+            if let Ok(permit) = self.prefetch.clone().try_acquire_owned() {
+                let (f, name) = (self.forwarder.clone(), name.clone());
+                tokio::spawn(async move {
+                    let _ = f.lookup(&name, rtype).await;
+                    drop(permit);
+                });
+            }
+            return Answer::servfail();
+        }
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            self.metrics
+                .dns_dropped
+                .with_label_values(&["overloaded"])
+                .inc();
+            return self
+                .forwarder
+                .stale(name, rtype)
+                .unwrap_or_else(Answer::servfail);
+        };
         match self.forwarder.lookup(name, rtype).await {
             Ok(a) => a,
             Err(e) => {
@@ -257,7 +303,18 @@ impl Resolver {
 
     async fn answer_inner(&self, name: &DomainName, qtype: RType, explain: bool) -> Explained {
         let data = self.data.load_full();
-        let mut answer = self.lookup_in(&data, name, qtype, 0).await;
+        let mut answer = self.lookup_in(&data, name, qtype, 0, Wait::Upstream).await;
+        if answer.source == Source::Synthesized && answer.rcode == Rcode::ServFail {
+            // Upstream failed, or the question was turned away at the in-flight bound:
+            // nothing to apply a policy to.
+            return Explained {
+                before: Answer::servfail(),
+                after: answer,
+                domain: None,
+                decisions: Vec::new(),
+                all_down: None,
+            };
+        }
         let domain = data.config.sip.domain_of(name);
 
         if qtype == RType::NAPTR
@@ -329,7 +386,7 @@ impl Resolver {
         let looks = join_all(
             names
                 .iter()
-                .map(|(_, n)| self.lookup_in(data, n, RType::SRV, 0)),
+                .map(|(_, n)| self.lookup_in(data, n, RType::SRV, 0, Wait::Upstream)),
         )
         .await;
         let present: Vec<Transport> = names
@@ -375,16 +432,12 @@ impl Resolver {
                 .iter()
                 .filter(|o| !have.contains(&((*o).clone(), RType::SRV)))
                 .collect();
-            let found = tokio::time::timeout(
-                ADDITIONAL_BUDGET,
-                join_all(
-                    missing
-                        .iter()
-                        .map(|o| self.lookup_in(data, o, RType::SRV, 0)),
-                ),
+            let found = join_all(
+                missing
+                    .iter()
+                    .map(|o| self.lookup_in(data, o, RType::SRV, 0, Wait::CacheOnly)),
             )
-            .await
-            .unwrap_or_default();
+            .await;
             for a in found {
                 for r in a.answers.into_iter().filter(|r| r.rtype() == RType::SRV) {
                     have.insert((r.name.clone(), RType::SRV));
@@ -422,12 +475,12 @@ impl Resolver {
             .flat_map(|t| [(t.clone(), RType::A), (t, RType::AAAA)])
             .filter(|k| !have.contains(k))
             .collect();
-        let found = tokio::time::timeout(
-            ADDITIONAL_BUDGET,
-            join_all(wanted.iter().map(|(n, t)| self.lookup_in(data, n, *t, 0))),
+        let found = join_all(
+            wanted
+                .iter()
+                .map(|(n, t)| self.lookup_in(data, n, *t, 0, Wait::CacheOnly)),
         )
-        .await
-        .unwrap_or_default();
+        .await;
         for ((_, t), a) in wanted.iter().zip(found) {
             answer
                 .additional
