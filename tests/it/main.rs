@@ -8,7 +8,9 @@
     unreachable_pub
 )]
 
+mod api;
 mod common;
 mod config_files;
 mod dns;
+mod metrics;
 mod reload;

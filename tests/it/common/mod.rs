@@ -1,4 +1,5 @@
 //! Shared test support.
 
 pub mod client;
+pub mod http;
 pub mod server;
