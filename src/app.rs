@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use crate::{
+    api::{self, ApiState, ApiToken},
     config::Config,
     dns::{
         handler::Handler,
@@ -53,6 +54,8 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
 pub struct Server {
     /// The DNS addresses actually bound (UDP and TCP share each port).
     pub dns_addrs: Vec<SocketAddr>,
+    /// The address the HTTP API is bound to (`None` when `api.listen` is null).
+    pub api_addr: Option<SocketAddr>,
     /// The resolver (config, zones, health).
     pub resolver: Arc<Resolver>,
     /// Metrics.
@@ -84,6 +87,8 @@ impl Server {
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
+        // Read at start only: a change of `api:` takes a restart.
+        let api_config = config.api.clone();
         let resolver = Arc::new(Resolver::new(
             Data {
                 config: Arc::new(config),
@@ -128,8 +133,25 @@ impl Server {
             metrics.clone(),
         ));
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
+        let mut api_addr = None;
+        if let Some(addr) = api_config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the API on {addr}"))?;
+            let bound = listener.local_addr()?;
+            api_addr = Some(bound);
+            tracing::info!(%bound, "API listening");
+            let state = ApiState::new(
+                resolver.clone(),
+                reloader.clone(),
+                metrics.clone(),
+                ApiToken::from_config(&api_config),
+            );
+            tasks.spawn(api::serve(listener, state, shutdown.clone()));
+        }
         Ok(Self {
             dns_addrs,
+            api_addr,
             resolver,
             metrics,
             reloader,

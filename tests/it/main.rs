@@ -8,9 +8,11 @@
     unreachable_pub
 )]
 
+mod api;
 mod common;
 mod config_files;
 mod dns;
 mod forwarding;
+mod metrics;
 mod reload;
 mod upstream;
