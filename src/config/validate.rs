@@ -181,6 +181,7 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
     }
 
     if let Some(listen) = c.api.listen
+        && listen.port() != 0
         && c.dns.listen.contains(&listen)
     {
         err(
