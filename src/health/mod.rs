@@ -97,3 +97,5 @@ impl HealthView for HealthSnapshot {
             .unwrap_or(TargetStatus::UNKNOWN)
     }
 }
+
+pub mod sip;
