@@ -484,12 +484,12 @@ pub(crate) mod tests {
         assert_eq!(
             keys(&d),
             vec![
-                "192.0.2.1:5060/udp \"s1.example.org.\" Srv",
-                "192.0.2.1:5061/tls \"s1.example.org.\" Srv",
-                "192.0.2.2:5070/udp \"s2.example.org.\" Srv",
-                "192.0.2.9:5060/udp \"pbx.example.org.\" Domain",
-                "[2001:db8::1]:5060/udp \"s1.example.org.\" Srv",
-                "[2001:db8::1]:5061/tls \"s1.example.org.\" Srv",
+                "192.0.2.1:5060/udp s1.example.org. Srv",
+                "192.0.2.1:5061/tls s1.example.org. Srv",
+                "192.0.2.2:5070/udp s2.example.org. Srv",
+                "192.0.2.9:5060/udp pbx.example.org. Domain",
+                "[2001:db8::1]:5060/udp s1.example.org. Srv",
+                "[2001:db8::1]:5061/tls s1.example.org. Srv",
             ]
         );
         assert!(d.domains[0].complete);
@@ -517,8 +517,8 @@ pub(crate) mod tests {
         assert_eq!(
             keys(&d),
             vec![
-                "192.0.2.1:5060/tcp \"s1.example.org.\" Srv",
-                "192.0.2.1:5061/tls \"s1.example.org.\" Srv",
+                "192.0.2.1:5060/tcp s1.example.org. Srv",
+                "192.0.2.1:5061/tls s1.example.org. Srv",
             ]
         );
         // NXDOMAIN for the domain's A without SOA: the negative refresh; TTLs clamped.

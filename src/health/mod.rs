@@ -147,3 +147,6 @@ pub mod transport;
 
 pub use discover::Lookup;
 pub use prober::{Prober, ProberHandle, TargetInfo};
+
+#[cfg(test)]
+mod tests;
