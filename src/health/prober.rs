@@ -1011,6 +1011,29 @@ impl Engine {
             .checked_sub(age)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
+        let mut info = lock(&self.shared.info);
+        if let Some(row) = info.get_mut(key) {
+            // The common case, once per probe: update in place, allocate only on change.
+            row.health = e.state.health();
+            row.last_code = e.last_code;
+            row.rtt_ms = e.last_rtt.map(|d| d.as_secs_f64() * 1000.0);
+            row.since = since;
+            row.transitions = e.state.transitions();
+            if row.last_reason != e.state.last_reason() {
+                e.state.last_reason().clone_into(&mut row.last_reason);
+            }
+            row.origin = e.origin;
+            row.fallback = e.fallback;
+            if row.domains.len() != e.domains.len()
+                || !row.domains.iter().zip(&e.domains).all(|(a, b)| a == b)
+            {
+                row.domains = e.domains.iter().cloned().collect();
+            }
+            if e.named && row.host != e.host.as_str().trim_end_matches('.') {
+                row.host = e.uri_host(key);
+            }
+            return;
+        }
         let row = TargetInfo {
             key: *key,
             host: e.uri_host(key),
@@ -1025,7 +1048,7 @@ impl Engine {
             transitions: e.state.transitions(),
             last_reason: e.state.last_reason().to_owned(),
         };
-        lock(&self.shared.info).insert(*key, row);
+        info.insert(*key, row);
     }
 
     /// Builds and stores a new snapshot (under the admin lock, see [`Shared::admin`]).

@@ -485,3 +485,37 @@ async fn discovered_targets_follow_dns() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(health(&r, &k1), Health::Up);
 }
+
+#[tokio::test]
+async fn ipv6_targets_use_their_own_socket() {
+    let Ok(sock) = UdpSocket::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here; nothing to test");
+        return;
+    };
+    let addr = sock.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((len, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock
+                .send_to(&reply_to(&buf[..len], "200 OK", ""), from)
+                .await;
+        }
+    });
+    let k = TargetKey {
+        ip: addr.ip(),
+        port: addr.port(),
+        transport: Transport::Udp,
+    };
+    let mut cfg = cfg_with(&[], probe_cfg());
+    cfg.domains[0].targets.push(ExtraTargetConfig {
+        address: k.ip,
+        port: k.port,
+        transport: Transport::Udp,
+        host: None,
+    });
+    let r = start(&cfg, Arc::default(), None);
+    assert!(wait_for(LONG, || health(&r, &k) == Health::Up).await);
+    // Probed by address: the Request-URI carries the bracketed literal.
+    assert_eq!(r.handle.targets()[0].host, format!("[{}]", addr.ip()));
+    server.abort();
+}
