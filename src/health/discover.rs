@@ -293,6 +293,27 @@ pub fn config_targets(d: &SipDomainConfig) -> Vec<Found> {
     found
 }
 
+/// True for the address blocks reserved for documentation (RFC 5737: 192.0.2.0/24,
+/// 198.51.100.0/24, 203.0.113.0/24; RFC 3849: 2001:db8::/32). No real SIP server lives
+/// there, so the prober never probes them (they stay `unknown`, handed out as up) — which
+/// also lets the shipped example config run anywhere without sending a packet off the
+/// machine.
+pub fn is_documentation(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            matches!(
+                (o[0], o[1], o[2]),
+                (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+            )
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            s[0] == 0x2001 && s[1] == 0x0db8
+        }
+    }
+}
+
 /// Discovers the targets of every SIP domain in `cfg`.
 pub async fn discover(cfg: &SipConfig, lookup: &dyn Lookup) -> Discovery {
     let mut pass = Pass {
@@ -369,6 +390,16 @@ pub(crate) mod tests {
                 .cloned()
                 .unwrap_or_else(|| Answer::empty(Rcode::NxDomain, Source::Upstream));
             Box::pin(async move { a })
+        }
+    }
+
+    #[test]
+    fn documentation_blocks_are_recognised() {
+        for ip in ["192.0.2.10", "198.51.100.1", "203.0.113.9", "2001:db8::10"] {
+            assert!(is_documentation(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["127.0.0.1", "192.0.3.1", "10.0.0.1", "::1", "2001:db9::1"] {
+            assert!(!is_documentation(ip.parse().unwrap()), "{ip}");
         }
     }
 

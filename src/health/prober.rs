@@ -293,10 +293,14 @@ async fn discovery_task(
 ) {
     loop {
         let cfg = config.borrow_and_update().clone();
-        let found = tokio::select! {
+        let mut found = tokio::select! {
             () = shutdown.cancelled() => return,
             d = discover::discover(&cfg, &*lookup) => d,
         };
+        for d in &mut found.domains {
+            d.found
+                .retain(|f| !discover::is_documentation(f.target.key.ip));
+        }
         let refresh = found.refresh_in;
         tokio::select! {
             () = shutdown.cancelled() => return,
