@@ -13,6 +13,7 @@ mod api;
 mod common;
 mod config_files;
 mod dns;
+mod failover;
 mod forwarding;
 mod metrics;
 mod prober;

@@ -195,6 +195,17 @@ pub(crate) fn fixtures() -> PathBuf {
 /// Starts sipp as a UAS answering OPTIONS on 127.0.0.1:`port` over `u1` (UDP) or `t1`
 /// (TCP), and waits until it answers.
 pub(crate) fn sipp_uas(dir: &Path, port: u16, transport: Transport) -> Peer {
+    sipp_uas_at(dir, std::net::Ipv4Addr::LOCALHOST, port, transport)
+}
+
+/// Like [`sipp_uas`], on another loopback address (127.0.0.0/8).
+pub(crate) fn sipp_uas_at(
+    dir: &Path,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    transport: Transport,
+) -> Peer {
+    assert!(ip.is_loopback(), "tests only use loopback addresses");
     let bin = require("sipp", "sip-tester");
     let mode = match transport {
         Transport::Udp => "u1",
@@ -205,14 +216,14 @@ pub(crate) fn sipp_uas(dir: &Path, port: u16, transport: Transport) -> Peer {
     cmd.current_dir(dir)
         .arg("-sf")
         .arg(fixtures().join("sipp/uas_options.xml"))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", mode])
+        .args(["-i", &ip.to_string(), "-p", &port.to_string(), "-t", mode])
         .args(["-nostdin", "-max_socket", "256"]);
-    let mut peer = Peer::spawn("sipp", cmd, dir.join(format!("sipp-{port}-{mode}.log")));
-    wait_answering(
-        &mut peer,
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        transport,
+    let mut peer = Peer::spawn(
+        "sipp",
+        cmd,
+        dir.join(format!("sipp-{ip}-{port}-{mode}.log")),
     );
+    wait_answering(&mut peer, SocketAddr::from((ip, port)), transport);
     peer
 }
 
