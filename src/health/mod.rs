@@ -98,6 +98,9 @@ pub struct HealthSnapshot {
     pub targets: Arc<HashMap<TargetKey, TargetStatus>>,
     /// Targets per host name (SRV target or SIP domain), for A/AAAA answers of those hosts.
     pub by_host: Arc<HashMap<DomainName, Vec<TargetKey>>>,
+    /// The SIP domain each host name was discovered under, so an A/AAAA query for an SRV
+    /// target outside the domain (`sip1.provider.example.net`) gets that domain's policy.
+    pub host_domain: Arc<HashMap<DomainName, DomainName>>,
 }
 
 impl HealthView for HealthSnapshot {

@@ -178,6 +178,7 @@ impl Prober {
             targets: HashMap::new(),
             last_found: HashMap::new(),
             by_host: Arc::new(HashMap::new()),
+            host_domain: Arc::new(HashMap::new()),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             udp: HashMap::new(),
@@ -261,6 +262,7 @@ impl ProberHandle {
             generation: current.generation + 1,
             targets: Arc::new(targets),
             by_host: current.by_host.clone(),
+            host_domain: current.host_domain.clone(),
         }));
         drop(admin);
         if let Some(row) = lock(&self.shared.info).get_mut(key) {
@@ -387,6 +389,7 @@ struct Engine {
     /// The last discovery result per domain (kept for domains whose lookups fail).
     last_found: HashMap<DomainName, Vec<Found>>,
     by_host: Arc<HashMap<DomainName, Vec<TargetKey>>>,
+    host_domain: Arc<HashMap<DomainName, DomainName>>,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     timer_seq: u64,
     udp: HashMap<u64, UdpProbe>,
@@ -549,6 +552,7 @@ impl Engine {
         // Add new ones, refresh the names of known ones.
         let spread = self.probe.interval.min(FIRST_SPREAD);
         let mut by_host: HashMap<DomainName, Vec<TargetKey>> = HashMap::new();
+        let mut host_domain: HashMap<DomainName, DomainName> = HashMap::new();
         let mut added = Vec::new();
         for (key, founds) in &merged {
             let Some(first) = founds.iter().min_by_key(|f| (!f.named, f.origin)) else {
@@ -563,6 +567,9 @@ impl Engine {
                 founds.iter().map(|f| f.target.domain.clone()).collect();
             for h in &hosts {
                 by_host.entry(h.clone()).or_default().push(*key);
+                if let Some(d) = domains.first() {
+                    host_domain.entry(h.clone()).or_insert_with(|| d.clone());
+                }
             }
             let fallback = founds.iter().any(|f| f.target.fallback);
             match self.targets.get_mut(key) {
@@ -616,6 +623,7 @@ impl Engine {
             );
         }
         self.by_host = Arc::new(by_host);
+        self.host_domain = Arc::new(host_domain);
         self.shared
             .metrics
             .targets
@@ -1076,6 +1084,7 @@ impl Engine {
             generation,
             targets: Arc::new(targets),
             by_host: self.by_host.clone(),
+            host_domain: self.host_domain.clone(),
         }));
         drop(admin);
         self.dirty = false;

@@ -313,3 +313,50 @@ async fn all_down_serves_all_and_explain_says_why() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_of_srv_targets_outside_the_domain_are_filtered_too() {
+    // The SIP domain's SRV records point at a provider's host with two addresses; one
+    // answers SIP, the other does not. An A query for that host (not inside the SIP
+    // domain) gets the domain's policy: the dead address withheld, the TTL capped.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut live = sipp_uas_at(dir.path(), PRIMARY, port, Transport::Udp);
+    let host = "sip1.provider.example.net.";
+    let dead = Ipv4Addr::new(127, 0, 0, 13);
+    let up = FakeUpstream::start().await;
+    up.answer(
+        "_sip._udp.pbx.example.org",
+        RType::SRV,
+        vec![srv("_sip._udp.pbx.example.org", 300, 10, 1, port, host)],
+    );
+    up.answer(
+        host,
+        RType::A,
+        vec![
+            a(host, 300, &PRIMARY.to_string()),
+            a(host, 300, &dead.to_string()),
+        ],
+    );
+    let cfg = format!(
+        "{}upstream:\n  servers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n",
+        sip_config(""),
+        up.addr()
+    );
+    let s = server::start(&cfg, &[]).await;
+    let t = Instant::now();
+    loop {
+        let (m, _) = client::udp(s.dns, &query(host, RecordType::A, Some(1232))).await;
+        let addrs: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        if addrs == vec![PRIMARY.to_string()] {
+            assert!(m.answers.iter().all(|r| r.ttl <= 30), "TTL not capped");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2) + down_bound(),
+            "dead address still handed out: {addrs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    live.stop();
+}
