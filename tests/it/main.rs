@@ -15,6 +15,7 @@ mod config_files;
 mod dns;
 mod failover;
 mod forwarding;
+mod hostile;
 mod metrics;
 mod prober;
 mod reload;
