@@ -14,6 +14,7 @@ mod common;
 mod config_files;
 mod dns;
 mod failover;
+mod faults;
 mod forwarding;
 mod hostile;
 mod metrics;
