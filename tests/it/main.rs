@@ -16,6 +16,7 @@ mod dns;
 mod failover;
 mod forwarding;
 mod metrics;
+mod phone;
 mod prober;
 mod reload;
 mod support_sip;
