@@ -12,6 +12,7 @@
 mod api;
 mod common;
 mod config_files;
+mod deploy;
 mod dns;
 mod failover;
 mod forwarding;
