@@ -12,12 +12,14 @@
 mod api;
 mod common;
 mod config_files;
+mod deploy;
 mod dns;
 mod failover;
 mod faults;
 mod forwarding;
 mod hostile;
 mod metrics;
+mod phone;
 mod prober;
 mod reload;
 mod support_sip;
