@@ -3,9 +3,10 @@
 //! health policy with some targets down, encoding) and bytes out, or nothing.
 //!
 //! One handler is built once over the repository's example zones plus a `fallback` zone and
-//! a managed SIP domain, with an upstream on a closed loopback port (every forwarded
-//! question fails fast with ICMP port unreachable: no network beyond 127.0.0.1). It runs
-//! on a current-thread tokio runtime.
+//! a managed SIP domain, with an upstream on a closed loopback port and a 2 ms timeout
+//! (every forwarded question fails within milliseconds; no network beyond 127.0.0.1: the
+//! resolver does not act on ICMP port unreachable, so the timeout is what bounds it). It
+//! runs on a current-thread tokio runtime.
 //!
 //! The first input byte picks the transport (UDP/TCP) and the client (inside or outside
 //! the ACL); the rest is the packet. Invariants: a response is never sent to a packet with
@@ -45,8 +46,9 @@ dns:
   listen: ["127.0.0.1:0"]
 upstream:
   servers: ["127.0.0.1:9"]
-  timeout: 100ms
+  timeout: 2ms
   attempts: 1
+  stale_answer_after: 2ms
 api:
   listen: null
 sip:
