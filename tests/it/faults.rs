@@ -616,7 +616,7 @@ async fn a_flood_of_unsolicited_replies_does_not_delay_real_ones() {
                     .send_to(&reply("503 Service Unavailable", &fake), target)
                     .await;
                 sent += 1;
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
