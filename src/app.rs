@@ -63,6 +63,8 @@ pub struct Server {
     pub resolver: Arc<Resolver>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The DNS request handler shared by every listener.
+    pub handler: Arc<Handler>,
     /// Reloads config and zones.
     pub reloader: Arc<Reloader>,
     /// The SIP prober.
@@ -145,6 +147,20 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        {
+            // Idle clients leave the rate limiter's table (it is bounded either way).
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(crate::dns::ratelimit::PRUNE_EVERY);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = tick.tick() => handler.prune_rate_limit(),
+                    }
+                }
+            });
+        }
         let reloader = Arc::new(Reloader::new(
             config_path,
             resolver.clone(),
@@ -181,6 +197,7 @@ impl Server {
             prober,
             resolver,
             metrics,
+            handler,
             reloader,
             shutdown,
             tasks,

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub dns_dropped: IntCounterVec,
     /// UDP answers sent with TC set.
     pub dns_truncated: IntCounterVec,
+    /// UDP queries over their client's rate limit, by action (`drop`, `slip`).
+    pub dns_rate_limited: IntCounterVec,
     /// Upstream failures by kind (`timeout`, `servfail`, `refused`, `io`, `other`).
     pub upstream_errors: IntCounterVec,
     /// Upstream requests sent (after coalescing).
@@ -172,6 +174,12 @@ impl Metrics {
                 "UDP answers sent with the TC bit set, by transport.",
                 &["transport"],
             ),
+            dns_rate_limited: counter(
+                &r,
+                "sipdns_dns_rate_limited_total",
+                "UDP queries over their client's rate limit, by action: drop, or slip (a truncated reply).",
+                &["action"],
+            ),
             upstream_errors: counter(
                 &r,
                 "sipdns_upstream_errors_total",
@@ -249,6 +257,9 @@ impl Metrics {
             let _ = self.dns_duration.with_label_values(&[t]);
         }
         let _ = self.dns_truncated.with_label_values(&["udp"]);
+        for a in ["drop", "slip"] {
+            let _ = self.dns_rate_limited.with_label_values(&[a]);
+        }
         for s in [
             "static",
             "upstream",

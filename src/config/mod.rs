@@ -86,6 +86,45 @@ pub struct DnsConfig {
     /// A TCP connection idle this long is closed.
     #[serde(default = "default_tcp_idle_timeout", with = "human")]
     pub tcp_idle_timeout: Duration,
+    /// Per-client limit on UDP responses, so sipdns cannot be used to amplify traffic.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `dns.rate_limit:` — per-client UDP response rate limit (see `dns::ratelimit`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// UDP responses per second each client (IPv4 address or IPv6 /64) may receive;
+    /// `0` turns the limit off.
+    #[serde(default = "default_rl_rate")]
+    pub responses_per_second: u32,
+    /// Responses a client may receive at once after being quiet (bucket size).
+    #[serde(default = "default_rl_burst")]
+    pub burst: u32,
+    /// Beyond the limit, every `slip`-th query gets a truncated reply (TC=1, no records,
+    /// so a real client retries over TCP) and the others are dropped; `0` drops all,
+    /// `1` truncates all.
+    #[serde(default = "default_rl_slip")]
+    pub slip: u32,
+    /// Most clients tracked at once (memory bound); clients beyond it share one bucket.
+    #[serde(default = "default_rl_max_clients")]
+    pub max_clients: usize,
+    /// Client networks never limited (default: loopback).
+    #[serde(default = "default_rl_exempt")]
+    pub exempt: Vec<IpNet>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            responses_per_second: default_rl_rate(),
+            burst: default_rl_burst(),
+            slip: default_rl_slip(),
+            max_clients: default_rl_max_clients(),
+            exempt: default_rl_exempt(),
+        }
+    }
 }
 
 /// `upstream:` — the forwarder.
@@ -431,6 +470,7 @@ impl Default for DnsConfig {
             max_udp_payload: default_udp_payload(),
             tcp_max_connections: default_tcp_max_connections(),
             tcp_idle_timeout: default_tcp_idle_timeout(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -537,6 +577,24 @@ fn default_tcp_max_connections() -> usize {
 }
 fn default_tcp_idle_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_rl_rate() -> u32 {
+    100
+}
+fn default_rl_burst() -> u32 {
+    200
+}
+fn default_rl_slip() -> u32 {
+    2
+}
+fn default_rl_max_clients() -> usize {
+    10_000
+}
+fn default_rl_exempt() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 fn default_resolv_conf() -> PathBuf {
     PathBuf::from("/etc/resolv.conf")

@@ -98,3 +98,37 @@ fn probe_timeout_must_be_shorter_than_interval_and_ca_file_readable() {
         .unwrap();
     assert_eq!(ca.line, Some(6));
 }
+
+#[test]
+fn rate_limit_defaults_exempt_loopback_and_bad_values_name_their_field() {
+    let c = Config::from_text(Path::new("c.yaml"), "{}\n").unwrap();
+    let rl = &c.dns.rate_limit;
+    assert_eq!((rl.responses_per_second, rl.burst, rl.slip), (100, 200, 2));
+    assert_eq!(rl.max_clients, 10_000);
+    assert!(
+        rl.exempt
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()))
+    );
+    assert!(
+        rl.exempt
+            .iter()
+            .any(|n| n.contains(&"::1".parse::<IpAddr>().unwrap()))
+    );
+    // Off: no other key matters.
+    let off = "dns:\n  rate_limit:\n    responses_per_second: 0\n    burst: 0\n";
+    assert!(Config::from_text(Path::new("c.yaml"), off).is_ok());
+    let text =
+        "dns:\n  rate_limit:\n    responses_per_second: 10\n    burst: 0\n    max_clients: 0\n";
+    let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+    let fields: Vec<_> = e.errors.iter().filter_map(|x| x.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        vec!["dns.rate_limit.burst", "dns.rate_limit.max_clients"],
+        "{e}"
+    );
+    assert_eq!(e.errors[0].line, Some(4));
+    let typo = "dns:\n  rate_limit:\n    per_second: 10\n";
+    let e = Config::from_text(Path::new("c.yaml"), typo).unwrap_err();
+    assert!(e.to_string().contains("per_second"), "{e}");
+}

@@ -57,6 +57,22 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
     if c.dns.tcp_idle_timeout.is_zero() {
         err(&mut out, "dns.tcp_idle_timeout", "must be more than 0s");
     }
+    let rl = &c.dns.rate_limit;
+    if rl.responses_per_second > 0 {
+        if rl.burst == 0 {
+            err(&mut out, "dns.rate_limit.burst", "must be at least 1");
+        }
+        if rl.max_clients == 0 {
+            err(&mut out, "dns.rate_limit.max_clients", "must be at least 1");
+        }
+        if rl.max_clients > 10_000_000 {
+            err(
+                &mut out,
+                "dns.rate_limit.max_clients",
+                "must be at most 10000000 (about 50 bytes each)",
+            );
+        }
+    }
 
     let u = &c.upstream;
     let mut seen_up = HashSet::new();

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use super::{
     fastpath::{self, AnswerCache},
+    ratelimit::{self, Decision, RateLimiter},
     wire::{self, Parsed, Question},
 };
 use crate::{
@@ -48,6 +49,7 @@ pub struct Handler {
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
     cache: AnswerCache,
+    limiter: RateLimiter,
 }
 
 /// Encoded responses kept by the fast path.
@@ -66,7 +68,20 @@ impl Handler {
             resolver,
             metrics,
             cache: AnswerCache::new(ANSWER_CACHE_SIZE),
+            limiter: RateLimiter::new(),
         }
+    }
+
+    /// The per-client UDP rate limiter (`dns.rate_limit`).
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// Forgets rate-limited clients that have been quiet long enough (bounded table).
+    pub fn prune_rate_limit(&self) {
+        let data = self.resolver.data_guard();
+        self.limiter
+            .prune(&data.config.dns.rate_limit, Instant::now());
     }
 
     /// The resolver.
@@ -82,13 +97,32 @@ impl Handler {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
-        let (allowed, max_udp) = {
+        let (allowed, max_udp, limited) = {
             let data = self.resolver.data_guard();
             (
                 allowed(&data.config.dns.allow, src.ip()),
                 data.config.dns.max_udp_payload,
+                // Rate limit (UDP only, before anything else, REFUSED included): see
+                // `ratelimit` for why TCP is exempt and what a slip is.
+                match transport {
+                    Transport::Udp => {
+                        self.limiter
+                            .check(src.ip(), &data.config.dns.rate_limit, start)
+                    }
+                    Transport::Tcp => Decision::Pass,
+                },
             )
         };
+        if limited != Decision::Pass {
+            self.metrics
+                .dns_rate_limited
+                .with_label_values(&[limited.label()])
+                .inc();
+            return match limited {
+                Decision::Slip => ratelimit::truncated_reply(bytes),
+                _ => None,
+            };
+        }
         if !allowed {
             self.metrics
                 .dns_dropped

@@ -5,5 +5,6 @@ pub mod convert;
 pub mod encode;
 pub mod fastpath;
 pub mod handler;
+pub mod ratelimit;
 pub mod server;
 pub mod wire;

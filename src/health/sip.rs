@@ -339,9 +339,11 @@ pub fn parse_reply(bytes: &[u8]) -> Result<Reply, CodecError> {
         .top_via_header()
         .map_err(|_| CodecError::MissingHeader("Via"))?;
     let via = via.typed().map_err(|_| CodecError::MissingHeader("Via"))?;
+    // An empty `branch=` is no branch (found by fuzzing: rsipstack reads it as "").
     let branch = via
         .branch()
         .map(ToString::to_string)
+        .filter(|b| !b.trim().is_empty())
         .ok_or(CodecError::MissingHeader("Via branch"))?;
     let call_id = response
         .call_id_header()
@@ -743,5 +745,23 @@ mod tests {
             frame(b"SIP/2.0 200 OK\r\nContent-Length: 99999999\r\n\r\n"),
             Err(CodecError::TooLarge)
         );
+    }
+
+    /// Regression (fuzz `sip_reply`, crash-87774d02): a top Via with an empty `branch=`
+    /// was accepted as a reply with an empty branch; it has no branch to be matched on.
+    #[test]
+    fn an_empty_branch_is_no_branch() {
+        let crash = b"SIP/2.0 404 Not FouSIP/2.0 671 Ser: [::1]:5070;bnd\r\nVia: SIP/2.0/UDP h;branch=\n\rranch=z4hG4bKq\r\ni:zc\r\nCSeq: 1 OPTIONS\r\nRetr\ny-After:\x07\x07";
+        assert_eq!(
+            parse_reply(crash),
+            Err(CodecError::MissingHeader("Via branch"))
+        );
+        let plain = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(
+            parse_reply(plain),
+            Err(CodecError::MissingHeader("Via branch"))
+        );
+        let spaced = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch= ;rport\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert!(parse_reply(spaced).is_err());
     }
 }

@@ -1,0 +1,62 @@
+//! DNS request bytes through the pure edge of the request path: the fast-path reader
+//! (`fastpath::quick` + its cache key), the full parser (`wire::parse`) and the encoder
+//! for a parsed question. Checks invariants, not just "no panic":
+//!
+//! - whatever the fast path accepts, its offsets lie inside the packet;
+//! - an immediate reply (FORMERR, NOTIMP, BADVERS, REFUSED) decodes, is a response and
+//!   echoes the request's ID;
+//! - a packet with the QR bit set is never answered;
+//! - an encoded answer decodes, echoes the ID and fits the budget (512 bytes without EDNS).
+#![no_main]
+
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::Message;
+use libfuzzer_sys::fuzz_target;
+use sipdns::{
+    dns::{
+        fastpath,
+        wire::{self, Parsed},
+    },
+    record::{Answer, DomainName, Rec, RecordData, Source},
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(q) = fastpath::quick(data) {
+        assert!(q.qname_end > 12 && q.qname_end <= data.len());
+        let k = fastpath::key(data, &q, 512);
+        assert!(k.len() >= 4);
+        assert_eq!(data[2] & 0x80, 0, "fast path accepted a response");
+    }
+    match wire::parse(data) {
+        Parsed::Drop(_) => {}
+        Parsed::Reply(bytes, _) => {
+            assert!(data.len() >= 12);
+            assert_eq!(data[2] & 0x80, 0, "a response was answered");
+            assert!(bytes.len() >= 12, "empty immediate reply");
+            assert_eq!(&bytes[..2], &data[..2], "ID not echoed");
+            let m = Message::from_vec(&bytes).expect("immediate reply does not decode");
+            assert!(bytes[2] & 0x80 != 0);
+            assert!(m.queries.len() <= 1);
+        }
+        Parsed::Query(q) => {
+            assert_eq!(data[2] & 0x80, 0, "a response was accepted as a query");
+            let name = DomainName::parse("pbx.example.org").unwrap_or_else(|_| DomainName::root());
+            let recs: Vec<Rec> = (0..40u8)
+                .map(|i| Rec::new(name.clone(), 30, RecordData::A(Ipv4Addr::new(192, 0, 2, i))))
+                .collect();
+            let mut answer = Answer::records(recs[..4].to_vec(), Source::Static);
+            answer.additional = recs;
+            for tcp in [false, true] {
+                let limit = wire::budget(&q, tcp, 1232);
+                if !tcp && q.edns_payload.is_none() {
+                    assert_eq!(limit, 512);
+                }
+                let (bytes, _tc) = wire::encode(&q, &answer, limit, 1232);
+                assert!(bytes.len() <= limit, "{} > {limit}", bytes.len());
+                assert_eq!(&bytes[..2], &data[..2]);
+                Message::from_vec(&bytes).expect("encoded answer does not decode");
+            }
+        }
+    }
+});
