@@ -1,10 +1,11 @@
 //! Wiring only: load the config, build the shared state, bind the sockets, spawn the tasks
-//! and wait for shutdown. Also the reload procedure (parse and validate aside, then swap).
+//! and wait for shutdown.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
 use tokio::{
     net::{TcpListener, UdpSocket},
     sync::Semaphore,
@@ -12,16 +13,19 @@ use tokio::{
 };
 
 use crate::{
+    api::{self, AdminError, ApiState, ApiToken, TargetControl},
     config::Config,
     dns::{
         handler::Handler,
         server::{self, Limits},
     },
-    health::HealthSnapshot,
+    health::{AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle},
     metrics::Metrics,
+    record::{Answer, DomainName, RType},
     reload::Reloader,
     resolve::{Data, Resolver},
     shutdown::CancellationToken,
+    target::TargetKey,
     upstream::Forwarder,
     zones::{self, ZoneStore},
 };
@@ -53,12 +57,16 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
 pub struct Server {
     /// The DNS addresses actually bound (UDP and TCP share each port).
     pub dns_addrs: Vec<SocketAddr>,
+    /// The address the HTTP API is bound to (`None` when `api.listen` is null).
+    pub api_addr: Option<SocketAddr>,
     /// The resolver (config, zones, health).
     pub resolver: Arc<Resolver>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Reloads config and zones.
     pub reloader: Arc<Reloader>,
+    /// The SIP prober.
+    pub prober: ProberHandle,
     /// Cancelling this stops every task.
     pub shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -84,6 +92,10 @@ impl Server {
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
+        let sip_config = config.sip.clone();
+        let state_file = config.state_file.clone();
+        // Read at start only: a change of `api:` takes a restart.
+        let api_config = config.api.clone();
         let resolver = Arc::new(Resolver::new(
             Data {
                 config: Arc::new(config),
@@ -93,6 +105,17 @@ impl Server {
             health,
             metrics.clone(),
         ));
+        // The prober discovers targets through the same lookup path as the DNS server, but
+        // before the health policy: a withheld target must still be probed to come back.
+        let prober = Prober::spawn(
+            &sip_config,
+            Arc::new(PolicyFreeLookup(resolver.clone())),
+            metrics.clone(),
+            state_file,
+            shutdown.clone(),
+        )
+        .context("starting the SIP prober")?;
+        resolver.set_health(prober.snapshot());
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
         // The real bound on upstream waits is in the resolver; this one is a safety net.
         let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));
@@ -127,9 +150,35 @@ impl Server {
             resolver.clone(),
             metrics.clone(),
         ));
+        {
+            let prober = prober.clone();
+            reloader.on_reload(Box::new(move |data: &Data| {
+                prober.reconfigure(&data.config.sip)
+            }));
+        }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
+        let mut api_addr = None;
+        if let Some(addr) = api_config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the API on {addr}"))?;
+            let bound = listener.local_addr()?;
+            api_addr = Some(bound);
+            tracing::info!(%bound, "API listening");
+            let state = ApiState::new(
+                resolver.clone(),
+                reloader.clone(),
+                metrics.clone(),
+                ApiToken::from_config(&api_config),
+            )
+            .with_targets(Arc::new(ProberTargets(prober.clone())))
+            .with_readiness(prober.ready());
+            tasks.spawn(api::serve(listener, state, shutdown.clone()));
+        }
         Ok(Self {
             dns_addrs,
+            api_addr,
+            prober,
             resolver,
             metrics,
             reloader,
@@ -148,6 +197,32 @@ impl Server {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The resolver as the prober's discovery path: static entries and upstream, no policy.
+struct PolicyFreeLookup(Arc<Resolver>);
+
+impl Lookup for PolicyFreeLookup {
+    fn lookup<'a>(&'a self, name: &'a DomainName, rtype: RType) -> BoxFuture<'a, Answer> {
+        Box::pin(self.0.lookup(name, rtype))
+    }
+}
+
+/// The prober as the API's target control.
+struct ProberTargets(ProberHandle);
+
+impl TargetControl for ProberTargets {
+    fn list(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.targets())
+            .unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
+    }
+
+    fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), AdminError> {
+        self.0.set_admin(key, state).map_err(|e| match e {
+            ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
+            other => AdminError::Failed(other.to_string()),
+        })
     }
 }
 

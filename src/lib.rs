@@ -27,6 +27,7 @@
 //!
 //! Only `dns`, `zones` and `upstream` use hickory types.
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod dns;

@@ -118,7 +118,7 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         let _ = r.register(Box::new(target_up.clone()));
-        Self {
+        let m = Self {
             dns_queries: counter(
                 &r,
                 "sipdns_dns_queries_total",
@@ -210,6 +210,60 @@ impl Metrics {
             ),
             reload_timestamp,
             registry: r,
+        };
+        m.zero_known_labels();
+        m
+    }
+
+    /// Creates every series whose label values come from a small fixed set, at zero, so
+    /// each one is in the scrape (with its HELP text) from the start: a series that appears
+    /// only after its first event breaks `rate()` and hides "never happened" from alerts.
+    /// Series keyed by the query's type and rcode, or by target, appear with traffic.
+    fn zero_known_labels(&self) {
+        const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
+        for t in ["udp", "tcp"] {
+            let _ = self.dns_duration.with_label_values(&[t]);
+        }
+        let _ = self.dns_truncated.with_label_values(&["udp"]);
+        for s in [
+            "static",
+            "upstream",
+            "cache",
+            "stale",
+            "merged",
+            "synthesized",
+        ] {
+            let _ = self.dns_answers.with_label_values(&[s]);
+        }
+        for k in ["timeout", "servfail", "refused", "io", "other"] {
+            let _ = self.upstream_errors.with_label_values(&[k]);
+        }
+        for t in TRANSPORTS {
+            for r in [
+                "good",
+                "bad_code",
+                "timeout",
+                "unreachable",
+                "refused",
+                "reset",
+                "tls",
+                "error",
+            ] {
+                let _ = self.probes.with_label_values(&[t, r]);
+            }
+            let _ = self.probe_rtt.with_label_values(&[t]);
+        }
+        for to in ["up", "down"] {
+            let _ = self.target_transitions.with_label_values(&[to]);
+        }
+        for q in ["NAPTR", "SRV", "A", "AAAA"] {
+            let _ = self.policy_withheld.with_label_values(&[q]);
+        }
+        for rule in ["serve_all", "fallback"] {
+            let _ = self.policy_all_down.with_label_values(&[rule]);
+        }
+        for res in ["ok", "error"] {
+            let _ = self.reloads.with_label_values(&[res]);
         }
     }
 

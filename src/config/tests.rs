@@ -83,3 +83,18 @@ fn domain_of_picks_most_specific() {
     let other: DomainName = "example.net".parse().unwrap();
     assert!(c.domain_of(&other).is_none());
 }
+
+#[test]
+fn probe_timeout_must_be_shorter_than_interval_and_ca_file_readable() {
+    let text = "sip:\n  probe:\n    interval: 1s\n    timeout: 1s\n    tls:\n      ca_file: /nonexistent/ca.pem\n";
+    let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+    let fields: Vec<_> = e.errors.iter().filter_map(|x| x.field.clone()).collect();
+    assert!(fields.contains(&"sip.probe.timeout".to_owned()), "{e}");
+    assert!(fields.contains(&"sip.probe.tls.ca_file".to_owned()), "{e}");
+    let ca = e
+        .errors
+        .iter()
+        .find(|x| x.field.as_deref() == Some("sip.probe.tls.ca_file"))
+        .unwrap();
+    assert_eq!(ca.line, Some(6));
+}

@@ -93,6 +93,33 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
     if p.timeout.is_zero() {
         err(&mut out, "sip.probe.timeout", "must be more than 0s");
     }
+    if p.timeout >= p.interval {
+        // Otherwise probes run back to back and a dead server takes up to
+        // interval + fall x timeout to be noticed instead of fall x interval + timeout.
+        err(
+            &mut out,
+            "sip.probe.timeout",
+            format!(
+                "must be shorter than sip.probe.interval ({})",
+                humantime::format_duration(p.interval)
+            ),
+        );
+    }
+    if let Some(ca) = &p.tls.ca_file {
+        match std::fs::metadata(ca) {
+            Ok(m) if m.is_file() && m.len() > 0 => {}
+            Ok(_) => err(
+                &mut out,
+                "sip.probe.tls.ca_file",
+                format!("{} is empty or not a file", ca.display()),
+            ),
+            Err(e) => err(
+                &mut out,
+                "sip.probe.tls.ca_file",
+                format!("cannot read {}: {e}", ca.display()),
+            ),
+        }
+    }
     if p.fall == 0 {
         err(&mut out, "sip.probe.fall", "must be at least 1");
     }
@@ -181,6 +208,7 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
     }
 
     if let Some(listen) = c.api.listen
+        && listen.port() != 0
         && c.dns.listen.contains(&listen)
     {
         err(

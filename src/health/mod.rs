@@ -5,6 +5,17 @@
 //! `ArcSwap` after every change, so a DNS query reads health with one atomic load and never
 //! waits for the prober. Each snapshot carries a generation number that increases on every
 //! change, so answer caches can tell when health moved.
+//!
+//! # Layout
+//!
+//! - this module: the shared types ([`Health`], [`AdminState`], [`TargetStatus`],
+//!   [`HealthView`], [`HealthSnapshot`]) and [`ProbeError`];
+//! - [`sip`]: the pure SIP OPTIONS codec (build the request, parse the reply, framing);
+//! - [`state`]: the per-target state machine (`fall`, `rise`, `hold_down`, Retry-After);
+//! - [`admin`]: the drained/enabled table and its atomically written state file;
+//! - [`discover`]: NAPTR -> SRV -> A/AAAA discovery through the [`Lookup`] trait;
+//! - [`transport`]: the shared UDP sockets, TCP and TLS connections;
+//! - [`prober`]: the scheduler task and the app's [`ProberHandle`].
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -87,6 +98,9 @@ pub struct HealthSnapshot {
     pub targets: Arc<HashMap<TargetKey, TargetStatus>>,
     /// Targets per host name (SRV target or SIP domain), for A/AAAA answers of those hosts.
     pub by_host: Arc<HashMap<DomainName, Vec<TargetKey>>>,
+    /// The SIP domain each host name was discovered under, so an A/AAAA query for an SRV
+    /// target outside the domain (`sip1.provider.example.net`) gets that domain's policy.
+    pub host_domain: Arc<HashMap<DomainName, DomainName>>,
 }
 
 impl HealthView for HealthSnapshot {
@@ -96,4 +110,46 @@ impl HealthView for HealthSnapshot {
             .copied()
             .unwrap_or(TargetStatus::UNKNOWN)
     }
+
+    fn host_targets(&self, host: &DomainName) -> Vec<TargetKey> {
+        self.by_host.get(host).cloned().unwrap_or_default()
+    }
 }
+
+/// Why the prober could not start or an admin change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The admin state file could not be read or written.
+    #[error(transparent)]
+    StateFile(#[from] admin::StateFileError),
+    /// The TLS probe settings are unusable (unreadable or empty `ca_file`).
+    #[error("TLS probe settings: {0}")]
+    Tls(String),
+    /// No such target is known.
+    #[error("unknown target {0}")]
+    UnknownTarget(TargetKey),
+}
+
+impl ProbeError {
+    /// A bounded label for metrics and API error codes.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::StateFile(_) => "state_file",
+            Self::Tls(_) => "tls",
+            Self::UnknownTarget(_) => "unknown_target",
+        }
+    }
+}
+
+pub mod admin;
+pub mod discover;
+pub mod prober;
+pub mod sip;
+pub mod state;
+pub mod transport;
+
+pub use discover::Lookup;
+pub use prober::{Prober, ProberHandle, TargetInfo};
+
+#[cfg(test)]
+mod tests;

@@ -1819,6 +1819,7 @@ fn works_through_dyn_health_and_snapshot() {
         generation: 1,
         targets: targets.clone().into(),
         by_host: HashMap::new().into(),
+        host_domain: HashMap::new().into(),
     };
     let input = Answer {
         additional: rrs(&[A_1, A_2]),

@@ -315,7 +315,13 @@ impl Resolver {
                 all_down: None,
             };
         }
-        let domain = data.config.sip.domain_of(name);
+        let health = self.health();
+        // The name's own SIP domain, or, for an SRV target host outside it, the domain it
+        // was discovered under.
+        let domain = data.config.sip.domain_of(name).or_else(|| {
+            let d = health.host_domain.get(name)?;
+            data.config.sip.domains.iter().find(|x| &x.name == d)
+        });
 
         if qtype == RType::NAPTR
             && let Some(d) = domain

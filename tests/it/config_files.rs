@@ -98,3 +98,117 @@ fn check_rejects_a_bad_config_naming_file_line_and_field() {
     assert!(err.contains("c.yaml:3"), "{err}");
     assert!(err.contains("sip.probe.fall"), "{err}");
 }
+
+/// Runs the real binary on an ephemeral port; returns the child and the bound DNS address
+/// read from its log.
+fn spawn_binary(dir: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = dir.join("sipdns.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dns:\n  listen: [\"127.0.0.1:0\"]\nupstream:\n  servers: [\"127.0.0.1:9\"]\napi:\n  listen: null\nzones:\n  dir: {}\n  modes:\n    example.net: merge\n",
+            root.join("zones").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("bound=") {
+                let addr = line[i + 6..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("sipdns did not report its DNS address");
+    let addr = addr
+        .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _addr) = spawn_binary(dir.path());
+    // SAFETY: kill(2) on the child this test started, by its PID.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("sipdns did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dig_sees_naptr_with_srv_and_addresses_in_additional() {
+    let dig = crate::support_sip::require("dig", "dnsutils");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_binary(dir.path());
+    let out = Command::new(dig)
+        .args([
+            &format!("@{}", addr.ip()),
+            "-p",
+            &addr.port().to_string(),
+            "NAPTR",
+            "pbx.example.org",
+            "+tries=3",
+            "+time=2",
+        ])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status: NOERROR"), "{text}");
+    assert!(text.contains("ANSWER: 3"), "{text}");
+    assert!(text.contains(";; ADDITIONAL SECTION:"), "{text}");
+    let additional = text.split(";; ADDITIONAL SECTION:").nth(1).unwrap_or("");
+    for (owner, kind, data) in [
+        (
+            "_sips._tcp.pbx.example.org.",
+            "SRV",
+            "server1.pbx.example.org.",
+        ),
+        (
+            "_sip._udp.pbx.example.org.",
+            "SRV",
+            "server2.pbx.example.org.",
+        ),
+        ("server1.pbx.example.org.", "A", "192.0.2.10"),
+        ("server2.pbx.example.org.", "AAAA", "2001:db8::20"),
+    ] {
+        assert!(
+            additional.lines().any(|l| l.starts_with(owner)
+                && l.split_whitespace().nth(3) == Some(kind)
+                && l.ends_with(data)),
+            "no {owner} {kind} {data} in ADDITIONAL:\n{text}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Black-box tests: the real server, in-process, on 127.0.0.1 with ephemeral ports, spoken
-//! to by a DNS client over real UDP and TCP sockets. One test binary, one module per area.
+//! to by a DNS client over real UDP and TCP sockets, and real SIP peers (sipp, kamailio).
+//! One test binary, one module per area (hickory `bin/tests/integration`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,9 +9,14 @@
     unreachable_pub
 )]
 
+mod api;
 mod common;
 mod config_files;
 mod dns;
+mod failover;
 mod forwarding;
+mod metrics;
+mod prober;
 mod reload;
+mod support_sip;
 mod upstream;

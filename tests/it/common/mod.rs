@@ -3,4 +3,5 @@
 pub mod client;
 #[allow(dead_code)]
 pub mod fake_upstream;
+pub mod http;
 pub mod server;

@@ -10,6 +10,8 @@ use sipdns::{app::Server, shutdown::CancellationToken};
 pub struct TestServer {
     pub server: Option<Server>,
     pub dns: SocketAddr,
+    /// The API address, when the config enables it (see [`start_with_api`]).
+    pub api: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
 }
@@ -22,7 +24,31 @@ pub async fn start(config: &str, zones: &[(&str, &str)]) -> TestServer {
 
 /// Like [`start`], returning the error instead of panicking.
 pub async fn try_start(config: &str, zones: &[(&str, &str)]) -> anyhow::Result<TestServer> {
-    let dir = tempfile::tempdir()?;
+    start_in(tempfile::tempdir()?, config, zones).await
+}
+
+/// The bearer token of servers started by [`start_with_api`].
+#[allow(dead_code)]
+pub const API_TOKEN: &str = "test-token-Zx81-not-a-secret";
+
+/// Like [`start`], with the API on 127.0.0.2:0 (config validation refuses an `api.listen`
+/// equal to a `dns.listen`, even with port 0) and its token in the file `api-token`.
+/// `config` must not set `dns:` or `api:`.
+#[allow(dead_code)]
+pub async fn start_with_api(config: &str, zones: &[(&str, &str)]) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api-token"), format!("{API_TOKEN}\n")).unwrap();
+    let text = format!(
+        "dns:\n  listen: [\"127.0.0.1:0\"]\napi:\n  listen: \"127.0.0.2:0\"\n  token_file: api-token\n{config}"
+    );
+    start_in(dir, &text, zones).await.unwrap()
+}
+
+async fn start_in(
+    dir: tempfile::TempDir,
+    config: &str,
+    zones: &[(&str, &str)],
+) -> anyhow::Result<TestServer> {
     std::fs::create_dir(dir.path().join("zones"))?;
     for (name, text) in zones {
         std::fs::write(dir.path().join("zones").join(name), text)?;
@@ -41,9 +67,11 @@ pub async fn try_start(config: &str, zones: &[(&str, &str)]) -> anyhow::Result<T
     let (cfg, zones) = sipdns::app::load(&config_path)?;
     let server = Server::start(&config_path, cfg, zones, CancellationToken::new()).await?;
     let dns = server.dns_addrs[0];
+    let api = server.api_addr;
     Ok(TestServer {
         server: Some(server),
         dns,
+        api,
         dir,
         config_path,
     })
@@ -53,6 +81,21 @@ pub async fn try_start(config: &str, zones: &[(&str, &str)]) -> anyhow::Result<T
 impl TestServer {
     pub fn server(&self) -> &Server {
         self.server.as_ref().unwrap()
+    }
+
+    /// Stops the server and starts a new one from the same config file and directory, as
+    /// after a process restart (new ephemeral ports).
+    pub async fn restart(&mut self) {
+        if let Some(old) = self.server.take() {
+            old.stop().await;
+        }
+        let (cfg, zones) = sipdns::app::load(&self.config_path).unwrap();
+        let server = Server::start(&self.config_path, cfg, zones, CancellationToken::new())
+            .await
+            .unwrap();
+        self.dns = server.dns_addrs[0];
+        self.api = server.api_addr;
+        self.server = Some(server);
     }
 }
 

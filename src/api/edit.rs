@@ -1,0 +1,597 @@
+//! Zone edits through the API: the domain methods behind the zone routes.
+//!
+//! An edit is a read-modify-write of one zone under the reloader's write lock
+//! ([`Reloader::update`]), so it is serialized with hot reloads and with other edits, and
+//! cannot lose an update. Inside the lock: check the version (`If-Match` against the zone's
+//! ETag), build the new document, validate it whole (every problem with its field path),
+//! write it atomically to the zone's file (temp file in the same directory, fsync, rename,
+//! fsync the directory), load that very text back as the new zone, and only then swap it in.
+//! Any error before the rename leaves the file and the running zone as they were.
+//!
+//! The API's view of a YAML zone is the zone in force, not the file on disk (which may have
+//! been edited since, or be broken): GET returns it as a [`ZoneDoc`], records in the
+//! zone's order (by owner name, then as written), and indexes in `records` refer to that
+//! order. RFC 1035 `.zone` files are read-only here.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::Serialize;
+
+use crate::{
+    config::MergeMode,
+    record::{DomainName, RType, RecordData},
+    reload::Reloader,
+    resolve::Data,
+    zones::{
+        self, Zone, ZoneFormat,
+        schema::{self, FieldError, RecordDoc, SoaDoc, ZoneDoc},
+    },
+};
+
+/// What is wrong with a request, and where: `field` is a path into the body such as
+/// `records[2].port` (absent when the body as a whole is at fault).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The field at fault, as a path into the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Problem {
+    /// A problem with the body as a whole.
+    pub fn whole(reason: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A problem with one field.
+    pub fn at(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<FieldError> for Problem {
+    fn from(e: FieldError) -> Self {
+        Self::at(e.field, e.reason)
+    }
+}
+
+/// Why an edit was refused; nothing changed in any case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// No such zone or record.
+    #[error("{0}")]
+    NotFound(String),
+    /// The zone is an RFC 1035 file, read-only to the API.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// The zone (or its file) already exists, or the record does.
+    #[error("{0}")]
+    Exists(String),
+    /// `If-Match` names another version.
+    #[error("{0}")]
+    Stale(String),
+    /// An index-based edit came without `If-Match`.
+    #[error("{0}")]
+    NeedsIfMatch(String),
+    /// The new document is invalid.
+    #[error("invalid zone document")]
+    Invalid(Vec<Problem>),
+    /// Writing the file failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A zone version, as an HTTP entity tag with its quotes: `"1f3a..."`. Computed from the
+/// zone's content, so equal content gives equal tags, across restarts too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ETag(String);
+
+impl ETag {
+    /// The tag of a zone in force.
+    pub fn of(zone: &Zone) -> Self {
+        // FNV-1a (64 bit): stable across builds and processes, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        feed(format!("{:?}\n", zone.mode).as_bytes());
+        for r in zone.records() {
+            feed(r.to_string().as_bytes());
+            feed(b"\n");
+        }
+        Self(format!("\"{h:016x}\""))
+    }
+
+    /// The header value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `If-Match` precondition (RFC 9110 §13.1.1, strong comparison).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No header: the edit applies to whatever version is in force.
+    Absent,
+    /// `*`: any current version.
+    Any,
+    /// One of these tags (as sent, with quotes; weak tags never match).
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    /// Reads the header value.
+    pub fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            None => Self::Absent,
+            Some("*") => Self::Any,
+            Some(v) => Self::Tags(
+                v.split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// True if the precondition holds for the current version (`None`: no zone).
+    fn holds(&self, current: Option<&ETag>) -> bool {
+        match (self, current) {
+            (Self::Absent, _) => true,
+            (Self::Any, c) => c.is_some(),
+            (Self::Tags(tags), Some(c)) => tags.iter().any(|t| t == c.as_str()),
+            (Self::Tags(_), None) => false,
+        }
+    }
+}
+
+/// One zone in the list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneSummary {
+    /// The zone apex.
+    pub zone: DomainName,
+    /// How it combines with upstream.
+    pub mode: MergeMode,
+    /// `yaml` or `zone_file`.
+    pub format: ZoneFormat,
+    /// The file it is kept in.
+    pub file: PathBuf,
+    /// Records (the SOA not counted).
+    pub records: usize,
+    /// True for RFC 1035 files, which the API does not change.
+    pub read_only: bool,
+    /// The zone's version.
+    pub etag: ETag,
+}
+
+/// A change to one zone.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new zone from this document (the zone name is the document's).
+    Create(ZoneDoc),
+    /// The zone's whole content.
+    Replace(ZoneDoc),
+    /// The zone goes, with its file.
+    Delete,
+    /// One more record.
+    AddRecord(RecordDoc),
+    /// The record at this index of the zone document's `records`.
+    DeleteRecord(usize),
+}
+
+/// The zone after an accepted change (`None` after a delete).
+#[derive(Debug, Clone)]
+pub struct Edited {
+    /// The zone as now in force.
+    pub zone: Option<(ZoneDoc, ETag)>,
+}
+
+/// Every zone, by name.
+pub fn list(data: &Data) -> Vec<ZoneSummary> {
+    let mut out: Vec<ZoneSummary> = data
+        .zones
+        .zones()
+        .map(|z| ZoneSummary {
+            zone: z.origin.clone(),
+            mode: z.mode,
+            format: z.format,
+            file: z.file.clone(),
+            records: z.len(),
+            read_only: z.format != ZoneFormat::Yaml,
+            etag: ETag::of(z),
+        })
+        .collect();
+    out.sort_by(|a, b| a.zone.cmp(&b.zone));
+    out
+}
+
+/// One zone as a document, with its version. For an RFC 1035 file only the record types
+/// a YAML zone can hold (NAPTR, SRV, A, AAAA, CNAME, TXT) are shown.
+pub fn get(data: &Data, origin: &DomainName) -> Result<(ZoneDoc, ETag), EditError> {
+    let zone = find(data, origin)?;
+    Ok((doc_of(zone), ETag::of(zone)))
+}
+
+/// Carries out `change` on the zone `origin` if `if_match` holds, persists it and swaps it
+/// in; all of it under the reloader's write lock. Blocking file I/O: call it from the
+/// blocking pool.
+pub fn apply(
+    reloader: &Reloader,
+    origin: &DomainName,
+    if_match: &IfMatch,
+    change: Change,
+) -> Result<Edited, EditError> {
+    // `Reloader::update` reports errors as text; the typed one is kept aside.
+    let mut refused = None;
+    let result = reloader.update(|data| match edit(data, origin, if_match, change) {
+        Ok((zones, out)) => Ok((
+            Data {
+                config: data.config.clone(),
+                zones: Arc::new(zones),
+            },
+            out,
+        )),
+        Err(e) => {
+            let text = e.to_string();
+            refused = Some(e);
+            Err(text)
+        }
+    });
+    match (result, refused) {
+        (Ok(out), _) => Ok(out),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(EditError::Io(e)),
+    }
+}
+
+/// The edit itself, on the data in force: the new zone store, and what to answer.
+fn edit(
+    data: &Data,
+    origin: &DomainName,
+    if_match: &IfMatch,
+    change: Change,
+) -> Result<(zones::ZoneStore, Edited), EditError> {
+    if let Change::Create(doc) = change {
+        return create(data, if_match, doc);
+    }
+    let zone = find(data, origin)?;
+    if zone.format != ZoneFormat::Yaml {
+        return Err(EditError::ReadOnly(format!(
+            "zone {origin} comes from the RFC 1035 file {}, which the API does not change",
+            zone.file.display()
+        )));
+    }
+    let current = ETag::of(zone);
+    if !if_match.holds(Some(&current)) {
+        return Err(EditError::Stale(format!(
+            "zone {origin} has changed: its version is now {}",
+            current.as_str()
+        )));
+    }
+    let mut doc = doc_of(zone);
+    match change {
+        Change::Create(new) => return create(data, if_match, new),
+        Change::Delete => {
+            remove_file(&zone.file)?;
+            tracing::info!(zone = %origin, file = %zone.file.display(), "zone deleted through the API");
+            return Ok((data.zones.without_zone(origin), Edited { zone: None }));
+        }
+        Change::Replace(new) => {
+            if new.zone != *origin {
+                return Err(EditError::Invalid(vec![Problem::at(
+                    "zone",
+                    format!("{} is not the zone in the URL, {origin}", new.zone),
+                )]));
+            }
+            doc = new;
+        }
+        Change::AddRecord(rec) => {
+            let at = doc.records.len();
+            let new = rec
+                .to_rec(&doc.zone, doc.ttl, "record")
+                .map_err(|e| EditError::Invalid(vec![body_relative(e, "record")]))?;
+            let existing = zone.records_of(&new.name);
+            if existing.iter().any(|r| r.data == new.data) {
+                return Err(EditError::Exists(format!(
+                    "zone {origin} already has the record {new}"
+                )));
+            }
+            doc.records.push(rec);
+            bump_serial(&mut doc);
+            // Whole-zone checks (a CNAME beside other data) name the new record by its
+            // body fields, others by their index.
+            check(&doc).map_err(|errs| {
+                EditError::Invalid(
+                    errs.into_iter()
+                        .map(|e| body_relative(e, &format!("records[{at}]")))
+                        .collect(),
+                )
+            })?;
+        }
+        Change::DeleteRecord(index) => {
+            if *if_match == IfMatch::Absent {
+                return Err(EditError::NeedsIfMatch(
+                    "deleting a record by index needs If-Match with the zone's ETag, \
+                     so the index refers to the version you read"
+                        .to_owned(),
+                ));
+            }
+            if index >= doc.records.len() {
+                return Err(EditError::NotFound(format!(
+                    "zone {origin} has no record at index {index} (it has {})",
+                    doc.records.len()
+                )));
+            }
+            doc.records.remove(index);
+            bump_serial(&mut doc);
+        }
+    }
+    let new = persist(&zone.file, &doc)?;
+    tracing::info!(zone = %origin, file = %zone.file.display(), "zone changed through the API");
+    let edited = Edited {
+        zone: Some((doc_of(&new), ETag::of(&new))),
+    };
+    Ok((data.zones.with_zone(new), edited))
+}
+
+fn create(
+    data: &Data,
+    if_match: &IfMatch,
+    doc: ZoneDoc,
+) -> Result<(zones::ZoneStore, Edited), EditError> {
+    let origin = doc.zone.clone();
+    if let Some(z) = data.zones.get(&origin) {
+        return Err(EditError::Exists(format!(
+            "zone {origin} already exists (in {})",
+            z.file.display()
+        )));
+    }
+    if !if_match.holds(None) {
+        return Err(EditError::Stale(format!("zone {origin} does not exist")));
+    }
+    if origin.as_str().starts_with("*.") {
+        return Err(EditError::Invalid(vec![Problem::at(
+            "zone",
+            "a zone name cannot be a wildcard",
+        )]));
+    }
+    let file = data.config.zones.dir.join(file_name(&origin));
+    if file.exists() {
+        return Err(EditError::Exists(format!(
+            "{} exists but is not loaded (a broken or misnamed zone file?); fix or remove it first",
+            file.display()
+        )));
+    }
+    let new = persist(&file, &doc)?;
+    tracing::info!(zone = %origin, file = %file.display(), "zone created through the API");
+    let edited = Edited {
+        zone: Some((doc_of(&new), ETag::of(&new))),
+    };
+    Ok((data.zones.with_zone(new), edited))
+}
+
+fn find<'a>(data: &'a Data, origin: &DomainName) -> Result<&'a Zone, EditError> {
+    data.zones
+        .get(origin)
+        .map(AsRef::as_ref)
+        .ok_or_else(|| EditError::NotFound(format!("no zone {origin}")))
+}
+
+/// `zones/<zone>.yaml`, the zone name without its final dot.
+fn file_name(origin: &DomainName) -> String {
+    format!("{}.yaml", origin.as_str().trim_end_matches('.'))
+}
+
+/// Validates a whole document.
+fn check(doc: &ZoneDoc) -> Result<(), Vec<FieldError>> {
+    schema::records_of(doc).map(|_| ())
+}
+
+/// `record.port` -> `port`: the field path of a record sent alone is relative to it.
+fn body_relative(e: FieldError, prefix: &str) -> Problem {
+    let field = match e.field.strip_prefix(prefix) {
+        Some(rest) => rest.trim_start_matches('.').to_owned(),
+        None => e.field,
+    };
+    if field.is_empty() {
+        Problem::whole(e.reason)
+    } else {
+        Problem::at(field, e.reason)
+    }
+}
+
+/// RFC 1982 serial arithmetic: a changed zone gets the next serial.
+fn bump_serial(doc: &mut ZoneDoc) {
+    if let Some(soa) = &mut doc.soa {
+        soa.serial = soa.serial.wrapping_add(1);
+    }
+}
+
+/// The document form of a zone in force. The zone TTL is taken from the SOA (which has it
+/// unless the document gave the SOA its own), so records at it need no `ttl`.
+pub fn doc_of(zone: &Zone) -> ZoneDoc {
+    let origin = &zone.origin;
+    let zone_ttl = zone.soa.ttl;
+    let soa = match &zone.soa.data {
+        RecordData::Soa {
+            mname,
+            rname,
+            serial,
+            refresh,
+            retry,
+            expire,
+            minimum,
+        } => Some(SoaDoc {
+            mname: schema::relative(origin, mname),
+            rname: schema::relative(origin, rname),
+            serial: *serial,
+            refresh: *refresh,
+            retry: *retry,
+            expire: *expire,
+            minimum: *minimum,
+            ttl: None,
+        }),
+        _ => None,
+    };
+    ZoneDoc {
+        zone: origin.clone(),
+        mode: zone.mode,
+        ttl: zone_ttl,
+        soa,
+        records: zone
+            .records()
+            .iter()
+            .filter(|r| r.rtype() != RType::SOA)
+            .filter_map(|r| RecordDoc::from_rec(origin, zone_ttl, r))
+            .collect(),
+    }
+}
+
+const HEADER: &str = "\
+# Written by the sipdns REST API. Editing by hand is fine: hot reload picks the change up.
+# The API's next change to this zone rewrites the file (comments included).
+";
+
+/// Validates `doc`, writes it to `path` atomically, and returns the zone loaded from
+/// exactly the text written (what a restart will load).
+fn persist(path: &Path, doc: &ZoneDoc) -> Result<Zone, EditError> {
+    check(doc).map_err(|errs| EditError::Invalid(errs.into_iter().map(Problem::from).collect()))?;
+    let body = yaml_serde::to_string(doc)
+        .map_err(|e| EditError::Io(format!("cannot write the zone as YAML: {e}")))?;
+    let text = format!("{HEADER}{body}");
+    let zone = zones::load_yaml_text(path, &text)
+        .map_err(|e| EditError::Io(format!("the zone written would not load back (a bug): {e}")))?;
+    write_atomic(path, text.as_bytes())
+        .map_err(|e| EditError::Io(format!("cannot write {}: {e}", path.display())))?;
+    Ok(zone)
+}
+
+/// The temp file beside `path`: hidden, so the zone loader ignores it.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Write, fsync, rename over `path`, fsync the directory: after a crash the file holds the
+/// old or the new content, never a part. On an error before the rename, `path` is
+/// untouched and the temp file removed.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        if tmp.is_file() {
+            let _ = fs::remove_file(&tmp);
+        }
+        return Err(e);
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+/// Deletes a zone file and makes that durable.
+fn remove_file(path: &Path) -> Result<(), EditError> {
+    fs::remove_file(path)
+        .map_err(|e| EditError::Io(format!("cannot delete {}: {e}", path.display())))?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// fsyncs the directory of `path`, so a rename or unlink survives a crash. Past the
+/// rename the new content is what everyone reads, so a failure here is only logged.
+fn sync_dir(path: &Path) {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the zones directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn if_match_forms() {
+        let tag = ETag("\"abc\"".to_owned());
+        assert!(IfMatch::parse(None).holds(Some(&tag)));
+        assert!(IfMatch::parse(None).holds(None));
+        assert!(IfMatch::parse(Some("*")).holds(Some(&tag)));
+        assert!(!IfMatch::parse(Some("*")).holds(None));
+        assert!(IfMatch::parse(Some("\"x\", \"abc\"")).holds(Some(&tag)));
+        assert!(!IfMatch::parse(Some("W/\"abc\"")).holds(Some(&tag)));
+        assert!(!IfMatch::parse(Some("\"abd\"")).holds(Some(&tag)));
+    }
+
+    #[test]
+    fn documents_round_trip_through_the_zone() {
+        let text = "zone: pbx.example.org\nttl: 120\nrecords:\n  - { name: '@', type: NAPTR, order: 10, flags: s, service: SIP+D2U, replacement: _sip._udp }\n  - { name: _sip._udp, type: SRV, priority: 10, weight: 5, port: 5060, target: server1 }\n  - { name: server1, type: A, address: 192.0.2.10, ttl: 60 }\n  - { name: info, type: TXT, text: [a, b] }\n  - { name: ext, type: CNAME, target: other.example.net. }\n";
+        let zone = zones::load_yaml_text(Path::new("z.yaml"), text).unwrap();
+        let doc = doc_of(&zone);
+        assert_eq!(doc.ttl, 120);
+        let yaml = yaml_serde::to_string(&doc).unwrap();
+        let again = zones::load_yaml_text(Path::new("z.yaml"), &yaml).unwrap();
+        assert_eq!(again.records(), zone.records());
+        assert_eq!(ETag::of(&again), ETag::of(&zone));
+        assert_eq!(doc_of(&again), doc);
+    }
+
+    #[test]
+    fn body_relative_paths() {
+        let e = FieldError {
+            field: "record.port".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(body_relative(e, "record"), Problem::at("port", "r"));
+        let e = FieldError {
+            field: "records[1].name".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            body_relative(e, "records[3]"),
+            Problem::at("records[1].name", "r")
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.yaml");
+        fs::write(&path, "old").unwrap();
+        fs::create_dir(temp_path(&path)).unwrap();
+        assert!(write_atomic(&path, b"new").is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+        fs::remove_dir(temp_path(&path)).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert!(!temp_path(&path).exists());
+    }
+}

@@ -1,0 +1,458 @@
+//! The route table and the handlers. A handler extracts, calls one domain method and
+//! serializes (STYLE 12); the domain work lives in [`super::edit`], the reloader, the
+//! resolver and the prober.
+//!
+//! [`table`] is the single list of routes: the router is built from it, and the OpenAPI
+//! document is checked against it.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, MethodRouter, on},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use super::{
+    AdminError, ApiState, auth,
+    edit::{self, Change, ETag, Edited, IfMatch, Problem},
+    error::ApiError,
+    openapi,
+};
+use crate::{
+    config::AllDown,
+    health::AdminState,
+    policy::Decision,
+    record::{Answer, DomainName, RType, Rec, Source},
+    target::TargetKey,
+    zones::schema::{RecordDoc, ZoneDoc},
+};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who can reach the listener (`/livez`, `/readyz`, `/metrics`).
+    Open,
+    /// Only with the bearer token.
+    Token,
+}
+
+/// One route: method, path (axum / OpenAPI template syntax) and access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path template, e.g. `/api/v1/zones/{zone}`.
+    pub path: &'static str,
+    /// Whether it needs the token.
+    pub access: Access,
+}
+
+/// Every route the API serves.
+pub fn table() -> Vec<RouteSpec> {
+    routes().into_iter().map(|(spec, _)| spec).collect()
+}
+
+/// The table with its handlers. The method's name and its filter come from one macro
+/// argument, so they cannot disagree.
+fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
+    use Access::{Open, Token};
+    macro_rules! r {
+        ($method:ident $path:literal, $access:expr, $handler:expr) => {
+            (
+                RouteSpec {
+                    method: stringify!($method),
+                    path: $path,
+                    access: $access,
+                },
+                on(MethodFilter::$method, $handler),
+            )
+        };
+    }
+    vec![
+        r!(GET "/livez", Open, livez),
+        r!(GET "/readyz", Open, readyz),
+        r!(GET "/metrics", Open, metrics),
+        r!(GET "/api/v1/openapi.json", Token, openapi_doc),
+        r!(GET "/api/v1/zones", Token, list_zones),
+        r!(POST "/api/v1/zones", Token, create_zone),
+        r!(GET "/api/v1/zones/{zone}", Token, get_zone),
+        r!(PUT "/api/v1/zones/{zone}", Token, replace_zone),
+        r!(DELETE "/api/v1/zones/{zone}", Token, delete_zone),
+        r!(POST "/api/v1/zones/{zone}/records", Token, add_record),
+        r!(DELETE "/api/v1/zones/{zone}/records/{index}", Token, delete_record),
+        r!(GET "/api/v1/targets", Token, list_targets),
+        r!(POST "/api/v1/targets/{addr}/{transport}/drain", Token, drain_target),
+        r!(POST "/api/v1/targets/{addr}/{transport}/enable", Token, enable_target),
+        r!(GET "/api/v1/explain", Token, explain),
+        r!(POST "/api/v1/reload", Token, reload),
+    ]
+}
+
+/// The router: every route of [`table`], the protected ones behind the token check.
+pub fn router(state: ApiState) -> Router {
+    let mut app = Router::new();
+    for (spec, handler) in routes() {
+        let handler = match spec.access {
+            Access::Open => handler,
+            Access::Token => handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_token,
+            )),
+        };
+        // Routes on one path with different methods merge into one method router.
+        app = app.route(spec.path, handler);
+    }
+    app.fallback(no_route).with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+// ---- open routes ----
+
+async fn livez() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let r = s.readiness();
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(r)).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        s.scrape(),
+    )
+        .into_response()
+}
+
+// ---- zones ----
+
+async fn openapi_doc() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+async fn list_zones(State(s): State<ApiState>) -> Json<Vec<edit::ZoneSummary>> {
+    Json(edit::list(&s.resolver.data()))
+}
+
+async fn get_zone(
+    State(s): State<ApiState>,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
+    let origin = zone_name(&zone)?;
+    let (doc, etag) = edit::get(&s.resolver.data(), &origin)?;
+    Ok(zone_response(StatusCode::OK, Some((doc, etag))))
+}
+
+async fn create_zone(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let doc: ZoneDoc = json_body(&headers, &body)?;
+    let origin = doc.zone.clone();
+    let edited = run_edit(&s, origin.clone(), &headers, Change::Create(doc)).await?;
+    let mut resp = zone_response(StatusCode::CREATED, edited.zone);
+    let location = format!("/api/v1/zones/{}", origin.as_str().trim_end_matches('.'));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn replace_zone(
+    State(s): State<ApiState>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let origin = zone_name(&zone)?;
+    let doc: ZoneDoc = json_body(&headers, &body)?;
+    let edited = run_edit(&s, origin, &headers, Change::Replace(doc)).await?;
+    Ok(zone_response(StatusCode::OK, edited.zone))
+}
+
+async fn delete_zone(
+    State(s): State<ApiState>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let origin = zone_name(&zone)?;
+    run_edit(&s, origin, &headers, Change::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_record(
+    State(s): State<ApiState>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let origin = zone_name(&zone)?;
+    let rec: RecordDoc = json_body(&headers, &body)?;
+    let edited = run_edit(&s, origin, &headers, Change::AddRecord(rec)).await?;
+    Ok(zone_response(StatusCode::CREATED, edited.zone))
+}
+
+async fn delete_record(
+    State(s): State<ApiState>,
+    Path((zone, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let origin = zone_name(&zone)?;
+    let index: usize = index.parse().map_err(|_| {
+        ApiError::BadRequest(Problem::at(
+            "index",
+            format!("{index:?} is not a record index (0, 1, ...)"),
+        ))
+    })?;
+    let edited = run_edit(&s, origin, &headers, Change::DeleteRecord(index)).await?;
+    Ok(zone_response(StatusCode::OK, edited.zone))
+}
+
+/// Runs a zone edit on the blocking pool (it takes the reloader's lock and fsyncs).
+async fn run_edit(
+    s: &ApiState,
+    origin: DomainName,
+    headers: &HeaderMap,
+    change: Change,
+) -> Result<Edited, ApiError> {
+    let if_match = if_match(headers)?;
+    let reloader = s.reloader.clone();
+    tokio::task::spawn_blocking(move || edit::apply(&reloader, &origin, &if_match, change))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the edit task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// A zone document with its `ETag`, or an empty body.
+fn zone_response(status: StatusCode, zone: Option<(ZoneDoc, ETag)>) -> Response {
+    match zone {
+        Some((doc, etag)) => {
+            let mut resp = (status, Json(doc)).into_response();
+            if let Ok(v) = HeaderValue::from_str(etag.as_str()) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            resp
+        }
+        None => status.into_response(),
+    }
+}
+
+fn zone_name(text: &str) -> Result<DomainName, ApiError> {
+    DomainName::parse(text).map_err(|e| {
+        ApiError::BadRequest(Problem::at(
+            "zone",
+            format!("{text:?} is not a zone name: {e}"),
+        ))
+    })
+}
+
+fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(IfMatch::Absent),
+        Some(v) => v.to_str().map(|t| IfMatch::parse(Some(t))).map_err(|_| {
+            ApiError::BadRequest(Problem::at("If-Match", "not a list of entity tags"))
+        }),
+    }
+}
+
+/// Reads a JSON body: not JSON (or not `application/json`) is 400 / 415; JSON that does not
+/// fit the document (a wrong type, an unknown or missing field) is 422 naming the field.
+fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let field = (path != ".").then_some(path);
+            ApiError::Invalid(vec![Problem {
+                field,
+                reason: inner.to_string(),
+            }])
+        } else {
+            ApiError::BadRequest(Problem::whole(format!(
+                "the body is not valid JSON: {inner}"
+            )))
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::BadRequest(Problem::whole(format!("the body is not valid JSON: {e}")))
+    })?;
+    Ok(value)
+}
+
+// ---- targets ----
+
+async fn list_targets(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(targets(&s)?.list()))
+}
+
+async fn drain_target(
+    State(s): State<ApiState>,
+    Path((addr, transport)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_admin(&s, &addr, &transport, AdminState::Drained).await
+}
+
+async fn enable_target(
+    State(s): State<ApiState>,
+    Path((addr, transport)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_admin(&s, &addr, &transport, AdminState::Enabled).await
+}
+
+fn targets(s: &ApiState) -> Result<Arc<dyn super::TargetControl>, ApiError> {
+    s.targets
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("the prober is not running".to_owned()))
+}
+
+async fn set_admin(
+    s: &ApiState,
+    addr: &str,
+    transport: &str,
+    state: AdminState,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key: TargetKey = format!("{addr}/{transport}")
+        .parse()
+        .map_err(|e: String| ApiError::BadRequest(Problem::at("target", e)))?;
+    let control = targets(s)?;
+    tokio::task::spawn_blocking(move || control.set_admin(&key, state))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the admin task failed: {e}")))?
+        .map_err(|e| match e {
+            AdminError::UnknownTarget(t) => ApiError::NotFound(format!("unknown target {t}")),
+            AdminError::Failed(r) => ApiError::Internal(r),
+        })?;
+    Ok(Json(json!({ "target": key.to_string(), "admin": state })))
+}
+
+// ---- explain ----
+
+/// What a phone gets for (name, type) now, and why.
+#[derive(Serialize)]
+struct ExplainView {
+    name: DomainName,
+    #[serde(rename = "type")]
+    qtype: String,
+    domain: Option<DomainName>,
+    all_down: Option<AllDown>,
+    before: AnswerView,
+    after: AnswerView,
+    decisions: Vec<Decision>,
+}
+
+/// An answer, records in presentation form.
+#[derive(Serialize)]
+struct AnswerView {
+    rcode: &'static str,
+    authoritative: bool,
+    source: Source,
+    answer: Vec<String>,
+    authority: Vec<String>,
+    additional: Vec<String>,
+}
+
+impl From<Answer> for AnswerView {
+    fn from(a: Answer) -> Self {
+        let text = |v: Vec<Rec>| v.iter().map(ToString::to_string).collect();
+        Self {
+            rcode: a.rcode.metric_label(),
+            authoritative: a.authoritative,
+            source: a.source,
+            answer: text(a.answers),
+            authority: text(a.authority),
+            additional: text(a.additional),
+        }
+    }
+}
+
+async fn explain(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<ExplainView>, ApiError> {
+    let name = q
+        .get("name")
+        .ok_or_else(|| ApiError::BadRequest(Problem::at("name", "give ?name=<domain name>")))?;
+    let name = DomainName::parse(name)
+        .map_err(|e| ApiError::BadRequest(Problem::at("name", e.to_string())))?;
+    let qtype: RType = q
+        .get("type")
+        .map_or(Ok(RType::A), |t| t.parse())
+        .map_err(|e: String| ApiError::BadRequest(Problem::at("type", e)))?;
+    let e = s.resolver.explain(&name, qtype).await;
+    Ok(Json(ExplainView {
+        name,
+        qtype: qtype.to_string(),
+        domain: e.domain,
+        all_down: e.all_down,
+        before: e.before.into(),
+        after: e.after.into(),
+        decisions: e.decisions,
+    }))
+}
+
+// ---- reload ----
+
+async fn reload(State(s): State<ApiState>) -> Response {
+    let reloader = s.reloader.clone();
+    let result = tokio::task::spawn_blocking(move || reloader.reload())
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+    let status = s.reloader.status();
+    match result {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "reloaded": true, "status": status })),
+        )
+            .into_response(),
+        Err(e) => {
+            // A config or zone problem is the operator's to fix (422); a failed lock or
+            // task is ours (500). Either way the running config stays.
+            let internal =
+                e.starts_with("reload lock poisoned") || e.starts_with("the reload task");
+            let (code, label) = if internal {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            } else {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            };
+            (
+                code,
+                Json(json!({ "error": label, "reason": e, "reloaded": false, "status": status })),
+            )
+                .into_response()
+        }
+    }
+}
