@@ -5,12 +5,20 @@
 //! dropping a loaded state (which happens on some thread after every swap). Used with the
 //! 100,000-record config that `bench/gen.py` writes (`target/bench/big/config.yaml`).
 
-#![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::{path::PathBuf, time::Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let path = PathBuf::from(
         args.first()
             .cloned()
@@ -51,7 +59,16 @@ fn main() {
         zones.record_count(),
         config.sip.domains.len()
     );
-    println!("app::load (config + zones)   median {:8.1} ms", med(&mut load));
-    println!("largest YAML zone parse      median {:8.1} ms", med(&mut yaml));
-    println!("dropping the loaded state    median {:8.1} ms", med(&mut drop_t));
+    println!(
+        "app::load (config + zones)   median {:8.1} ms",
+        med(&mut load)
+    );
+    println!(
+        "largest YAML zone parse      median {:8.1} ms",
+        med(&mut yaml)
+    );
+    println!(
+        "dropping the loaded state    median {:8.1} ms",
+        med(&mut drop_t)
+    );
 }
