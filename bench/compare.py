@@ -309,44 +309,58 @@ class Stream:
 
 
 def reload_test(procs, binary, workdir, port, records):
-    """SIGHUP reloads of the big config while a query stream runs; returns the reload
-    durations (from the signal to sipdns' log line of the swap) and the stream's worst
-    latency inside and outside the reload windows."""
+    """SIGHUP reloads of the big config while a query stream runs: three after a change of
+    config.yaml (the 100,000-record zone unchanged), three after a change of that zone.
+    Returns the reload durations (from the signal to sipdns' log line of the swap) and the
+    stream's worst latency inside the reload windows."""
     name = "sipdns-big"
     p = procs.procs[name]
     logpath = os.path.join(procs.logdir, f"{name}.log")
+    cfg = os.path.join(workdir, "big", "config.yaml")
     zone = os.path.join(workdir, "big", "zones", "big.example.org.yaml")
     names = [f"h{i}.big.example.org" for i in range(0, records, max(1, records // 500))]
-    stream = Stream(port, names, rate=2000, secs=8.0)
+    stream = Stream(port, names, rate=2000, secs=14.0)
     stream.thread.start()
     time.sleep(1.5)
     windows = []
-    durations = []
-    for k in range(3):
-        # A real change: one more record, so the new zones differ from the old.
+    durations = {"config": [], "zone": []}
+
+    def change_config(k):
+        with open(cfg) as f:
+            text = f.read()
+        text = re.sub(r"cache_size: \d+", f"cache_size: {20001 + k}", text)
+        with open(cfg, "w") as f:
+            f.write(text)
+
+    def change_zone(k):
         with open(zone, "a") as f:
             f.write(f'  - {{ name: "reload{k}", type: A, address: 127.3.255.{k + 1} }}\n')
-        with open(logpath) as f:
-            before = f.read().count("config and zones reloaded")
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGHUP)
-        dt = None
-        while time.monotonic() - t0 < 10:
+
+    for kind, change in (("config", change_config), ("zone", change_zone)):
+        for k in range(3):
+            change(k)
             with open(logpath) as f:
-                if f.read().count("config and zones reloaded") > before:
-                    dt = time.monotonic() - t0
-                    break
-            time.sleep(0.002)
-        durations.append(dt)
-        windows.append((t0, t0 + (dt or 10)))
-        time.sleep(1.5)
-    stream.thread.join(20)
+                before = f.read().count("config and zones reloaded")
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGHUP)
+            dt = None
+            while time.monotonic() - t0 < 10:
+                with open(logpath) as f:
+                    if f.read().count("config and zones reloaded") > before:
+                        dt = time.monotonic() - t0
+                        break
+                time.sleep(0.002)
+            durations[kind].append(dt)
+            windows.append((t0, t0 + (dt or 10)))
+            time.sleep(1.5)
+    stream.thread.join(30)
     inside = [lat for st, lat in stream.done if any(a <= st <= b for a, b in windows)]
     outside = [lat for st, lat in stream.done if not any(a - 0.1 <= st <= b + 0.1 for a, b in windows)]
-    # The reload must really be in force: the new names answer.
+    # The reloads must really be in force: the new names answer.
     ok = all(dnswire.ask("127.0.0.1", port, f"reload{k}.big.example.org", "A").rcode == 0
              for k in range(3))
-    return dict(durations_ms=[d * 1000 if d else None for d in durations],
+    return dict(config_ms=[d * 1000 if d else None for d in durations["config"]],
+                zone_ms=[d * 1000 if d else None for d in durations["zone"]],
                 max_inside_ms=max(inside) * 1000 if inside else None, n_inside=len(inside),
                 p99_outside_ms=pct(outside, 99) * 1000 if outside else None,
                 max_outside_ms=max(outside) * 1000 if outside else None,
@@ -448,8 +462,10 @@ def report(res, args):
                      f"start {b['start_s']:.2f} s, peak RSS {b['hwm_mb']:.1f} MB")
         if "reload" in a:
             r = a["reload"]
-            d = ", ".join(fmt(x, 0) for x in r["durations_ms"])
-            L.append(f"- reload of that config (SIGHUP, 3 times) under a 2,000 qps stream: {d} ms; "
+            c = ", ".join(fmt(x, 0) for x in r["config_ms"])
+            z = ", ".join(fmt(x, 0) for x in r["zone_ms"])
+            L.append(f"- reloads of that config (SIGHUP) under a 2,000 qps stream: after a config.yaml "
+                     f"change {c} ms; after a change of the 100,000-record zone file itself {z} ms; "
                      f"slowest query during a reload {fmt(r['max_inside_ms'], 2)} ms "
                      f"({r['n_inside']} queries), p99 outside {fmt(r['p99_outside_ms'], 2)} ms; "
                      f"lost {r['lost']} of {r['sent']}; new records served: {r['applied']}")
@@ -496,10 +512,12 @@ def targets(res, args):
             a["big"]["hwm_mb"] <= 200, f"{a['big']['hwm_mb']:.1f} MB")
     if "reload" in a:
         rl = a["reload"]
-        worst = max((d for d in rl["durations_ms"] if d is not None), default=float("inf"))
-        if None in rl["durations_ms"]:
-            worst = float("inf")
-        add(f"reload with {args.big_records:,} records < 200 ms", worst < 200, f"{fmt(worst, 0)} ms")
+        for kind, what in (("config_ms", "config.yaml changed"), ("zone_ms", "the big zone file changed")):
+            worst = max((d for d in rl[kind] if d is not None), default=float("inf"))
+            if None in rl[kind]:
+                worst = float("inf")
+            add(f"reload with {args.big_records:,} records < 200 ms ({what})", worst < 200,
+                f"{fmt(worst, 0)} ms")
         add("reload blocks no query (none lost, none slower than 50 ms during it)",
             rl["lost"] == 0 and (rl["max_inside_ms"] or 0) < 50 and rl["applied"],
             f"lost {rl['lost']}, slowest {fmt(rl['max_inside_ms'], 2)} ms")
