@@ -501,39 +501,59 @@ pub async fn serve_tcp(
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<Handler>,
     inflight: Arc<Semaphore>,
     idle: Duration,
 ) {
     let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    // Buffered reads: pipelined queries (RFC 7766 §6.2.1.1) come out of one system call.
+    let mut rd = tokio::io::BufReader::with_capacity(16 * 1024, rd);
+    let mut msg = Vec::new();
+    // The length prefix and the response go out in one write (one segment with nodelay).
+    let mut out = Vec::with_capacity(514);
+    let mut resp = Vec::new();
     loop {
         let read = async {
-            let len = stream.read_u16().await? as usize;
-            let mut msg = vec![0u8; len];
-            stream.read_exact(&mut msg).await?;
-            Ok::<_, std::io::Error>(msg)
+            let len = rd.read_u16().await? as usize;
+            msg.resize(len, 0);
+            rd.read_exact(&mut msg).await?;
+            Ok::<_, std::io::Error>(())
         };
         // Closed, reset, or idle/slow past the limit: drop the connection.
-        let Ok(Ok(msg)) = tokio::time::timeout(idle, read).await else {
+        let Ok(Ok(())) = tokio::time::timeout(idle, read).await else {
             return;
         };
-        let resp = match inflight.clone().try_acquire_owned() {
-            Ok(_permit) => handler.handle(&msg, peer, Transport::Tcp).await,
-            Err(_) => handler.overloaded(&msg, peer, Transport::Tcp),
+        let start = Instant::now();
+        let answered = match handler.fast(&msg, peer, Transport::Tcp, start, &mut resp) {
+            Fast::Answered => true,
+            Fast::Dropped => false,
+            Fast::Miss(miss) => {
+                let r = match inflight.clone().try_acquire_owned() {
+                    Ok(_permit) => handler.slow(&msg, Transport::Tcp, start, miss).await,
+                    Err(_) => handler.overloaded(&msg, peer, Transport::Tcp),
+                };
+                match r {
+                    Some(r) => {
+                        resp = r;
+                        true
+                    }
+                    None => false,
+                }
+            }
         };
-        let Some(resp) = resp else {
+        if !answered {
             continue;
-        };
+        }
         let Ok(len) = u16::try_from(resp.len()) else {
             return;
         };
-        let write = async {
-            stream.write_all(&len.to_be_bytes()).await?;
-            stream.write_all(&resp).await
-        };
-        match tokio::time::timeout(idle, write).await {
+        out.clear();
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&resp);
+        match tokio::time::timeout(idle, wr.write_all(&out)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
