@@ -10,11 +10,9 @@
 # Built with the release profile but without LTO, to keep the build short on small
 # machines (the figures differ little from an LTO build).
 #
-# TODO(lead): once `sipdns run` serves DNS, add "DNS p99 alongside": start sipdns with a
-# config listing the N targets (or the fake UAS ports as extra targets), send a bounded
-# stream of queries to it on loopback (e.g. 20,000 A queries for a static name at a fixed
-# rate) with the prober on and then with `sip.domains: []`, and print both p99s from
-# sipdns_dns_query_duration_seconds or the client side.
+# Then, per N, the whole server (DNS + prober probing the N targets) with a client sending
+# QPS (default 2000) static queries per second on loopback: DNS p50/p99/p99.9 alongside,
+# N = 0 being the baseline without probing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
@@ -27,4 +25,7 @@ cargo bench --bench prober --no-run >/dev/null 2>&1 || cargo bench --bench probe
 echo "# $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in "${SIZES[@]}"; do
   cargo bench --bench prober -q -- --targets "$n" --secs "$SECS" 2>&1 | grep -v '^$'
+done
+for n in "${SIZES[@]}"; do
+  cargo bench --bench prober -q -- --dns --targets "$n" --secs "$SECS" --qps "${QPS:-2000}" 2>&1 | grep -v '^$'
 done

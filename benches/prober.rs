@@ -9,8 +9,11 @@
 //!   one thread, whose CPU time (`CLOCK_THREAD_CPUTIME_ID`) is the figure reported.
 //! - A "tick" task on the same runtime sleeps 1 ms at a time and records how late it
 //!   wakes up: the p99 of that is what probing adds to the latency of anything sharing the
-//!   runtime with the prober, e.g. a DNS handler. TODO(lead): once `sipdns run` serves DNS,
-//!   also measure DNS p99 with the prober on and off (see bench/prober.sh).
+//!   runtime with the prober, e.g. a DNS handler.
+//! - With `--dns`: the whole server instead (DNS listeners, resolver, prober probing the N
+//!   targets), and a client on its own thread sending `--qps` queries per second for a
+//!   static name for `--secs`, recording each query's round trip: DNS p50/p99/p99.9 with
+//!   N targets probed, to compare with N = 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 #![allow(clippy::print_stdout)]
 
@@ -78,6 +81,10 @@ fn arg(name: &str, default: u64) -> u64 {
 
 fn main() {
     // `cargo bench` passes --bench; the knobs are ours.
+    if std::env::args().any(|a| a == "--dns") {
+        dns_main();
+        return;
+    }
     let n = arg("--targets", 1000) as usize;
     let secs = arg("--secs", 10);
     let interval = Duration::from_millis(arg("--interval-ms", 1000));
@@ -195,5 +202,152 @@ fn main() {
         pct(0.50).as_secs_f64() * 1e6,
         pct(0.99).as_secs_f64() * 1e6,
         late.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
+    );
+}
+
+/// Starts `n` fake UAS on loopback on their own thread; returns their ports and a stop token.
+fn start_uas(n: usize) -> (Vec<u16>, CancellationToken, std::thread::JoinHandle<()>) {
+    let (ports_tx, ports_rx) = mpsc::channel();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut ports = Vec::with_capacity(n);
+            for _ in 0..n {
+                let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                ports.push(s.local_addr().unwrap().port());
+                let t = token.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 2048];
+                    loop {
+                        tokio::select! {
+                            () = t.cancelled() => return,
+                            r = s.recv_from(&mut buf) => {
+                                let Ok((len, from)) = r else { continue };
+                                let _ = s.send_to(&reply_to(&buf[..len]), from).await;
+                            }
+                        }
+                    }
+                });
+            }
+            ports_tx.send(ports).unwrap();
+            token.cancelled().await;
+        });
+    });
+    (ports_rx.recv().unwrap(), stop, thread)
+}
+
+/// The whole server with `--targets` probed, and DNS latency measured from a client.
+fn dns_main() {
+    let n = arg("--targets", 1000) as usize;
+    let secs = arg("--secs", 10);
+    let qps = arg("--qps", 2000).max(1);
+    let (ports, uas_stop, uas) = start_uas(n);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(
+        dir.path().join("zones/pbx.yaml"),
+        "zone: pbx.example.org\nrecords:\n  - { name: server1, type: A, address: 192.0.2.10 }\n",
+    )
+    .unwrap();
+    let mut cfg = String::from(
+        "dns:\n  listen: [\"127.0.0.1:0\"]\nupstream:\n  servers: [\"127.0.0.1:9\"]\napi:\n  listen: null\nsip:\n  probe:\n    interval: 1s\n    timeout: 500ms\n    startup_grace: 5s\n  domains:\n    - name: pbx.example.org\n      targets:\n",
+    );
+    for p in &ports {
+        cfg.push_str(&format!("        - {{ address: 127.0.0.1, port: {p} }}\n"));
+    }
+    if ports.is_empty() {
+        cfg.push_str("        []\n");
+        cfg = cfg.replace("      targets:\n        []\n", "      targets: []\n");
+    }
+    let path = dir.path().join("sipdns.yaml");
+    std::fs::write(&path, &cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, addr) = rt.block_on(async {
+        let (config, zones) = sipdns::app::load(&path).unwrap();
+        let server = sipdns::app::Server::start(&path, config, zones, CancellationToken::new())
+            .await
+            .unwrap();
+        let mut ready = server.prober.ready();
+        let _ = tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|v| *v)).await;
+        let addr = server.dns_addrs[0];
+        (server, addr)
+    });
+    // Warm-up: every target in its rhythm.
+    std::thread::sleep(Duration::from_secs(2));
+    let query = {
+        use hickory_proto::{
+            op::{Message, Query},
+            rr::{Name, RecordType},
+        };
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_ascii("server1.pbx.example.org.").unwrap(),
+            RecordType::A,
+        ));
+        m.to_vec().unwrap()
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let gap = Duration::from_secs_f64(1.0 / qps as f64);
+    let total = qps * secs;
+    let mut rtts = Vec::with_capacity(total as usize);
+    let mut lost = 0u64;
+    let mut buf = [0u8; 1500];
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + gap * (i as u32);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let mut q = query.clone();
+        q[0..2].copy_from_slice(&(i as u16).to_be_bytes());
+        let t = Instant::now();
+        sock.send_to(&q, addr).unwrap();
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((len, _)) if len >= 2 && buf[0..2] == q[0..2] => {
+                    rtts.push(t.elapsed());
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let probes = server
+        .metrics
+        .probes
+        .with_label_values(&["udp", "good"])
+        .get();
+    rt.block_on(server.stop());
+    uas_stop.cancel();
+    let _ = uas.join();
+    rtts.sort();
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e6
+    };
+    println!(
+        "targets={n} dns_qps={qps} window={secs}s answered={} lost={lost} good_probes={probes} \
+         dns_p50={:.0}us p99={:.0}us p99.9={:.0}us",
+        rtts.len(),
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
     );
 }

@@ -196,6 +196,35 @@ impl Server {
         })
     }
 
+    /// Under systemd (`Type=notify`): sends `READY=1` after the first probe round, watchdog
+    /// pings and `STOPPING=1` (see [`crate::notify`]). Does nothing outside systemd.
+    pub fn notify_systemd(&mut self) {
+        let notifier = match crate::notify::Notifier::from_env() {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell systemd when we are ready");
+                return;
+            }
+        };
+        let (prober, dns) = (self.prober.clone(), self.dns_addrs.clone());
+        let status = move || {
+            let dns: Vec<String> = dns.iter().map(ToString::to_string).collect();
+            format!(
+                "serving DNS on {}; {} SIP targets probed",
+                dns.join(", "),
+                prober.targets().len()
+            )
+        };
+        self.tasks.spawn(crate::notify::run(
+            notifier,
+            self.prober.ready(),
+            status,
+            crate::notify::watchdog_interval(),
+            self.shutdown.clone(),
+        ));
+    }
+
     /// Waits until shutdown.
     pub async fn run_until_shutdown(mut self) {
         self.shutdown.cancelled().await;
@@ -293,7 +322,8 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
     let (config, zones) = load(path).with_context(|| format!("loading {}", path.display()))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::on_signals(shutdown.clone()));
-    let server = Server::start(path, config, zones, shutdown).await?;
+    let mut server = Server::start(path, config, zones, shutdown).await?;
+    server.notify_systemd();
     server.run_until_shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -24,6 +24,7 @@
 //! - [`metrics`]: every Prometheus series.
 //! - [`reload`]: hot reload (file change, SIGHUP, API): validate aside, swap atomically.
 //! - [`shutdown`]: the shutdown signal.
+//! - [`notify`]: readiness, watchdog and stopping notifications to systemd (`Type=notify`).
 //!
 //! Only `dns`, `zones` and `upstream` use hickory types.
 
@@ -33,6 +34,7 @@ pub mod config;
 pub mod dns;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod record;
 pub mod reload;

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub probe_unmatched: IntCounterVec,
     /// 1 if a target is handed out (up or unknown, and enabled), else 0; by target.
     pub target_up: IntGaugeVec,
+    /// Per SIP domain, its targets handed out to phones (up or not yet probed, and enabled;
+    /// fallback targets not counted). 0: every server of the domain is down or drained.
+    pub domain_targets_up: IntGaugeVec,
     /// Health transitions, by new state (`up`, `down`).
     pub target_transitions: IntCounterVec,
     /// Targets known to the prober.
@@ -54,6 +57,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Unix time of the last successful reload (or start).
     pub reload_timestamp: Gauge,
+    /// 1 if the last reload attempt succeeded (or none was made since start), else 0: the
+    /// files on disk are not what is running.
+    pub reload_last_ok: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -118,6 +124,22 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         let _ = r.register(Box::new(target_up.clone()));
+        let domain_targets_up = IntGaugeVec::new(
+            Opts::new(
+                "sipdns_domain_targets_up",
+                "Targets of the SIP domain handed out to phones (fallback targets not counted); 0: every server of the domain is down or drained.",
+            ),
+            &["domain"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = r.register(Box::new(domain_targets_up.clone()));
+        let reload_last_ok = IntGauge::new(
+            "sipdns_config_last_reload_successful",
+            "1 if the last config and zone reload succeeded (or none was tried since start), else 0.",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        reload_last_ok.set(1);
+        let _ = r.register(Box::new(reload_last_ok.clone()));
         let m = Self {
             dns_queries: counter(
                 &r,
@@ -183,6 +205,7 @@ impl Metrics {
                 &["reason"],
             ),
             target_up,
+            domain_targets_up,
             target_transitions: counter(
                 &r,
                 "sipdns_target_transitions_total",
@@ -209,6 +232,7 @@ impl Metrics {
                 &["result"],
             ),
             reload_timestamp,
+            reload_last_ok,
             registry: r,
         };
         m.zero_known_labels();

@@ -141,6 +141,7 @@ impl Reloader {
         let now = unix_now();
         self.metrics.reloads.with_label_values(&["ok"]).inc();
         self.metrics.reload_timestamp.set(now);
+        self.metrics.reload_last_ok.set(1);
         if let Ok(mut s) = self.status.lock() {
             s.last_ok = now;
             s.last_error = None;
@@ -150,6 +151,7 @@ impl Reloader {
 
     fn failed(&self, e: &str) {
         self.metrics.reloads.with_label_values(&["error"]).inc();
+        self.metrics.reload_last_ok.set(0);
         tracing::error!(error = %e, "reload rejected; keeping the running config");
         if let Ok(mut s) = self.status.lock() {
             s.last_error = Some(e.to_owned());

@@ -122,6 +122,45 @@ struct Shared {
     /// while held).
     info: Mutex<HashMap<TargetKey, TargetInfo>>,
     metrics: Arc<Metrics>,
+    /// Domains with a `sipdns_domain_targets_up` series, so gone ones are removed.
+    domain_series: Mutex<BTreeSet<String>>,
+}
+
+impl Shared {
+    /// Sets `sipdns_domain_targets_up` from `targets` (the snapshot just stored) and the
+    /// API rows (which domains a target serves, whether it is a fallback). O(targets), as
+    /// building the snapshot is.
+    fn update_domain_gauges(&self, targets: &HashMap<TargetKey, TargetStatus>) {
+        let up: HashMap<String, i64> = {
+            let info = lock(&self.info);
+            let mut by_domain: HashMap<&DomainName, i64> = HashMap::new();
+            for (key, row) in info.iter().filter(|(_, row)| !row.fallback) {
+                let usable = targets.get(key).is_some_and(TargetStatus::is_usable);
+                for d in &row.domains {
+                    *by_domain.entry(d).or_default() += i64::from(usable);
+                }
+            }
+            // Labelled as the domain is written in the config: without the trailing dot.
+            by_domain
+                .into_iter()
+                .map(|(d, n)| (d.as_str().trim_end_matches('.').to_owned(), n))
+                .collect()
+        };
+        let mut published = lock(&self.domain_series);
+        for gone in published.iter().filter(|d| !up.contains_key(*d)) {
+            let _ = self
+                .metrics
+                .domain_targets_up
+                .remove_label_values(&[gone.as_str()]);
+        }
+        for (d, n) in &up {
+            self.metrics
+                .domain_targets_up
+                .with_label_values(&[d.as_str()])
+                .set(*n);
+        }
+        *published = up.into_keys().collect();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +208,7 @@ impl Prober {
             state_file,
             info: Mutex::new(HashMap::new()),
             metrics,
+            domain_series: Mutex::new(BTreeSet::new()),
         });
         let engine = Engine {
             shared: shared.clone(),
@@ -258,13 +298,15 @@ impl ProberHandle {
         let status = targets.entry(*key).or_insert(TargetStatus::UNKNOWN);
         status.admin = state;
         let usable = status.is_usable();
+        let targets = Arc::new(targets);
         self.shared.snapshot.store(Arc::new(HealthSnapshot {
             generation: current.generation + 1,
-            targets: Arc::new(targets),
+            targets: targets.clone(),
             by_host: current.by_host.clone(),
             host_domain: current.host_domain.clone(),
         }));
         drop(admin);
+        self.shared.update_domain_gauges(&targets);
         if let Some(row) = lock(&self.shared.info).get_mut(key) {
             row.admin = state;
         }
@@ -1080,13 +1122,15 @@ impl Engine {
             })
             .collect();
         let generation = self.shared.snapshot.load().generation + 1;
+        let targets = Arc::new(targets);
         self.shared.snapshot.store(Arc::new(HealthSnapshot {
             generation,
-            targets: Arc::new(targets),
+            targets: targets.clone(),
             by_host: self.by_host.clone(),
             host_domain: self.host_domain.clone(),
         }));
         drop(admin);
+        self.shared.update_domain_gauges(&targets);
         self.dirty = false;
         self.last_publish = Some(Instant::now());
     }

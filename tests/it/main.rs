@@ -12,10 +12,12 @@
 mod api;
 mod common;
 mod config_files;
+mod deploy;
 mod dns;
 mod failover;
 mod forwarding;
 mod metrics;
+mod phone;
 mod prober;
 mod reload;
 mod support_sip;

@@ -1,6 +1,7 @@
 //! Helpers to run real SIP peers on loopback for the prober tests: sipp (Debian package
 //! `sip-tester`), kamailio (`kamailio`, `kamailio-tls-modules`) and a test CA made with the
-//! `openssl` CLI. A missing binary fails the test with the package to install; every
+//! `openssl` CLI; for the phone test (`phone.rs`) kamailio registrars and a baresip phone
+//! (`baresip-core`). A missing binary fails the test with the package to install; every
 //! process started here is stopped by PID when its guard is dropped.
 
 use std::{
@@ -74,6 +75,26 @@ impl Peer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The PID of the process (the leader of its process group), while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Freezes the peer (SIGSTOP to its process group): its sockets stay open, so the
+    /// kernel still completes TCP handshakes and queues datagrams, but nothing answers.
+    pub(crate) fn pause(&mut self) {
+        if let Some(c) = &self.child {
+            Self::signal_group(c.id(), libc::SIGSTOP);
+        }
+    }
+
+    /// Thaws a peer frozen by [`Peer::pause`] (SIGCONT to its process group).
+    pub(crate) fn resume(&mut self) {
+        if let Some(c) = &self.child {
+            Self::signal_group(c.id(), libc::SIGCONT);
+        }
+    }
+
     fn signal_group(pid: u32, sig: libc::c_int) {
         // SAFETY: plain kill(2) on the process group this guard created (its id is the
         // leader's PID, which this guard has not reaped yet or has just reaped).
@@ -97,6 +118,8 @@ impl Peer {
             return;
         };
         Self::signal_group(c.id(), libc::SIGTERM);
+        // A paused peer acts on SIGTERM only once it runs again.
+        Self::signal_group(c.id(), libc::SIGCONT);
         let end = Instant::now() + Duration::from_secs(3);
         while Instant::now() < end {
             if let Ok(Some(_)) = c.try_wait() {
@@ -383,5 +406,228 @@ pub(crate) fn kamailio(dir: &Path, port: u16, tls: Option<(&TlsFiles, u16)>) -> 
         SocketAddr::from(([127, 0, 0, 1], port)),
         Transport::Udp,
     );
+    peer
+}
+
+/// One REGISTER a registrar accepted, as logged by `tests/fixtures/kamailio/registrar.cfg`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Register {
+    /// Unix time (seconds) the registrar handled it.
+    pub(crate) at: f64,
+    /// `primary` or `secondary`.
+    pub(crate) registrar: String,
+    /// `udp` or `tcp`.
+    pub(crate) proto: String,
+    /// The phone's `ip:port`.
+    pub(crate) src: String,
+    /// Call-ID (one per phone registration, kept across refreshes).
+    pub(crate) call_id: String,
+    /// CSeq number (one more per new REGISTER transaction).
+    pub(crate) cseq: u32,
+    /// Unix time the binding expires.
+    pub(crate) expires_at: f64,
+}
+
+impl Register {
+    /// Parses one `REGISTER-LOG key=value ...` line; `None` for any other line.
+    pub(crate) fn parse(line: &str) -> Option<Self> {
+        let (_, rest) = line.split_once("REGISTER-LOG ")?;
+        let field = |k: &str| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        Some(Self {
+            at: field("at")?.parse().ok()?,
+            registrar: field("registrar")?,
+            proto: field("proto")?,
+            src: field("src")?,
+            call_id: field("callid")?,
+            cseq: field("cseq")?.parse().ok()?,
+            expires_at: field("expires_at")?.parse().ok()?,
+        })
+    }
+}
+
+/// A kamailio registrar (usrloc in memory) on a loopback address, answering OPTIONS, that
+/// logs every REGISTER it saves. Each start writes a new log file, so a restart keeps the
+/// history; [`Registrar::registers`] reads them all.
+pub(crate) struct Registrar {
+    name: String,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    run: PathBuf,
+    starts: u32,
+    logs: Vec<PathBuf>,
+    peer: Option<Peer>,
+}
+
+impl Registrar {
+    /// Starts kamailio as registrar `name` on `ip:port` (UDP and TCP) and waits until it
+    /// answers OPTIONS.
+    pub(crate) fn start(dir: &Path, name: &str, ip: std::net::Ipv4Addr, port: u16) -> Self {
+        assert!(ip.is_loopback(), "tests only use loopback addresses");
+        let run = dir.join(format!("registrar-{name}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let cfg = std::fs::read_to_string(fixtures().join("kamailio/registrar.cfg"))
+            .unwrap()
+            .replace("@NAME@", name)
+            .replace("@IP@", &ip.to_string())
+            .replace("@PORT@", &port.to_string())
+            .replace("@MODULES@", &format!("{}/", kamailio_modules().display()));
+        std::fs::write(run.join("kamailio.cfg"), cfg).unwrap();
+        let mut r = Self {
+            name: name.to_owned(),
+            ip,
+            port,
+            run,
+            starts: 0,
+            logs: Vec::new(),
+            peer: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let bin = require("kamailio", "kamailio");
+        self.starts += 1;
+        let log = self.run.join(format!("kamailio-{}.log", self.starts));
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(&self.run)
+            .args(["-DD", "-E", "-m", "32", "-M", "4"])
+            .arg("-f")
+            .arg(self.run.join("kamailio.cfg"))
+            .arg("-Y")
+            .arg(&self.run)
+            .arg("-P")
+            .arg(self.run.join("kamailio.pid"));
+        let mut peer = Peer::spawn(&format!("kamailio {}", self.name), cmd, log.clone());
+        self.logs.push(log);
+        wait_answering(&mut peer, self.addr(), Transport::Udp);
+        self.peer = Some(peer);
+    }
+
+    /// `ip:port`.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.port))
+    }
+
+    /// The running process's PID.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.peer.as_ref().and_then(Peer::pid)
+    }
+
+    /// SIGKILL to its process group: it dies at once and forgets every binding.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut p) = self.peer.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same address and port (after [`Registrar::kill`]).
+    pub(crate) fn restart(&mut self) {
+        assert!(self.peer.is_none(), "{} is still running", self.name);
+        self.launch();
+    }
+
+    /// SIGSTOP: hung, its TCP port still accepting connections.
+    pub(crate) fn pause(&mut self) {
+        if let Some(p) = &mut self.peer {
+            p.pause();
+        }
+    }
+
+    /// SIGCONT after [`Registrar::pause`].
+    pub(crate) fn resume(&mut self) {
+        if let Some(p) = &mut self.peer {
+            p.resume();
+        }
+    }
+
+    /// Every REGISTER it saved, over all its runs, in log order.
+    pub(crate) fn registers(&self) -> Vec<Register> {
+        self.logs
+            .iter()
+            .flat_map(|l| {
+                std::fs::read_to_string(l)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(Register::parse)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// All its logs (for assertion messages).
+    pub(crate) fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL) if it runs.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut p) = self.peer.take() {
+            p.stop();
+        }
+    }
+}
+
+fn baresip_modules() -> PathBuf {
+    let candidates = [
+        "/usr/lib/baresip/modules",
+        "/usr/lib/x86_64-linux-gnu/baresip/modules",
+        "/usr/lib/aarch64-linux-gnu/baresip/modules",
+        "/usr/local/lib/baresip/modules",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("account.so").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "baresip modules (account.so) not found in {candidates:?} (apt-get install -y baresip-core)"
+            )
+        })
+}
+
+/// What a baresip phone is told.
+pub(crate) struct PhoneConfig<'a> {
+    /// The account, e.g. `sip:user@pbx.example.org` (no port, no transport: RFC 3263).
+    pub(crate) aor: &'a str,
+    /// Its only DNS server.
+    pub(crate) dns: SocketAddr,
+    /// The registration expiry it asks for (baresip `regint`), seconds.
+    pub(crate) regint: u32,
+    /// It refreshes after this percentage of the granted expiry (libre `rwait`, 5-95).
+    pub(crate) rwait: u32,
+}
+
+/// Starts baresip (no UI, no media) with its config in `dir/phone`, sipdns as its only DNS
+/// server, listening for SIP on 127.0.0.1:`sip_port` (UDP and TCP).
+pub(crate) fn baresip(dir: &Path, sip_port: u16, cfg: &PhoneConfig<'_>) -> Peer {
+    let bin = require("baresip", "baresip-core");
+    let home = dir.join("phone");
+    std::fs::create_dir_all(&home).unwrap();
+    let fill = |name: &str| {
+        std::fs::read_to_string(fixtures().join("baresip").join(name))
+            .unwrap()
+            .replace("@MODULE_PATH@", &baresip_modules().display().to_string())
+            .replace("@SIP_LISTEN@", &format!("127.0.0.1:{sip_port}"))
+            .replace("@DNS_SERVER@", &cfg.dns.to_string())
+            .replace("@AOR@", cfg.aor)
+            .replace("@REGINT@", &cfg.regint.to_string())
+            .replace("@RWAIT@", &cfg.rwait.to_string())
+    };
+    std::fs::write(home.join("config"), fill("config")).unwrap();
+    std::fs::write(home.join("accounts"), fill("accounts")).unwrap();
+    std::fs::write(home.join("contacts"), "").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(&home).arg("-f").arg(&home);
+    let mut peer = Peer::spawn("baresip", cmd, home.join("baresip.log"));
+    peer.assert_running();
     peer
 }

@@ -1,0 +1,624 @@
+//! End to end with SIP software nobody here wrote (issue 7): a real phone (baresip) whose
+//! only DNS server is sipdns registers at one of two real registrars (kamailio, bindings in
+//! memory) found through NAPTR -> SRV -> A for `pbx.example.org` (RFC 3263); the records
+//! come from `zones/` in one variant and from an upstream DNS server in the other.
+//!
+//! The sequence, for a primary that **dies** (SIGKILL; the phone registers over UDP) and
+//! for one that **hangs** (SIGSTOP; over TCP, whose port keeps accepting connections while
+//! nothing answers SIP — the case where a phone waits longest):
+//!
+//! 1. The phone registers at the primary (SRV priority 10).
+//! 2. Right after that REGISTER, the primary fails. sipdns marks it down within
+//!    `fall x (interval + jitter + timeout)` and withholds it.
+//! 3. The phone's next refresh goes straight to the secondary: on the phone's own schedule
+//!    (`rwait`% of the granted expiry after the previous one), so it did not first time out
+//!    on the primary (that takes Timer F, 64 x T1 = 32 s), and before the previous binding
+//!    expired, so the phone was never without a registration; the CSeq moves by exactly
+//!    one, so no REGISTER went anywhere else in between.
+//! 4. Right after that, the primary comes back (restarted / SIGCONT). sipdns marks it up
+//!    after `rise` good probes, and the phone's next refresh returns to it, on schedule.
+//!
+//! The times come from the registrars' logs (`REGISTER-LOG` lines written by
+//! `tests/fixtures/kamailio/registrar.cfg`) and from the prober; they are printed and
+//! checked against bounds derived from the probe settings and the registration interval.
+//! libre (baresip's SIP stack) keeps no DNS cache, so the policy TTL does not delay this
+//! phone; the bounds still leave room for a phone that caches for the full TTL.
+
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use hickory_proto::rr::{RData, RecordType};
+use sipdns::{
+    health::Health,
+    policy::Action,
+    record::RType,
+    target::{TargetKey, Transport},
+};
+
+use crate::{
+    common::{
+        client::{self, query},
+        fake_upstream::{FakeUpstream, a, naptr, srv},
+        server::{self, TestServer},
+    },
+    support_sip::{Peer, PhoneConfig, Register, Registrar, baresip, free_port},
+};
+
+const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
+const SECONDARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22);
+const DOMAIN: &str = "pbx.example.org";
+const AOR: &str = "sip:user@pbx.example.org";
+
+/// `sip.probe` settings.
+const INTERVAL: Duration = Duration::from_millis(500);
+const TIMEOUT: Duration = Duration::from_millis(400);
+const FALL: u32 = 3;
+const RISE: u32 = 2;
+/// The prober spreads probes by up to +10 % of the interval.
+const JITTER: f64 = 1.1;
+/// The domain's policy TTL (seconds): how long a phone that caches DNS may keep an answer.
+const POLICY_TTL: u32 = 3;
+/// The phone asks for this expiry (seconds) and refreshes after `RWAIT` % of it.
+const REGINT: u32 = 10;
+const RWAIT: u32 = 80;
+/// Scheduling slack for a loaded two-core machine.
+const SLACK: Duration = Duration::from_millis(700);
+/// How far a refresh may stray from the phone's schedule. A REGISTER that first timed out
+/// on a dead server is at least Timer F (64 x T1 = 32 s) late.
+const ON_SCHEDULE: Duration = Duration::from_secs(1);
+
+/// How the primary fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL: gone (UDP: ICMP port unreachable); restarted afterwards.
+    Dies,
+    /// SIGSTOP: hung with its TCP port still accepting; SIGCONT afterwards.
+    Hangs,
+}
+
+impl Fault {
+    /// The transport the phone uses: a hang matters most over TCP, where the phone's
+    /// connection succeeds and then nothing answers.
+    fn transport(self) -> Transport {
+        match self {
+            Self::Dies => Transport::Udp,
+            Self::Hangs => Transport::Tcp,
+        }
+    }
+}
+
+/// Where sipdns finds the domain's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Zones,
+    Upstream,
+}
+
+/// The refresh interval: `RWAIT` % of the expiry.
+fn refresh() -> Duration {
+    Duration::from_secs(u64::from(REGINT)) * RWAIT / 100
+}
+
+/// A probe starts at most `interval x 1.1` after the previous one and is judged at most
+/// `timeout` after it starts; `fall` bad ones mark the target down.
+fn down_bound() -> Duration {
+    (INTERVAL.mul_f64(JITTER) + TIMEOUT) * FALL + SLACK
+}
+
+/// `rise` good probes mark it up again.
+fn up_bound() -> Duration {
+    (INTERVAL.mul_f64(JITTER) + TIMEOUT) * RISE + SLACK
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn srv_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "_sip._udp",
+        _ => "_sip._tcp",
+    }
+}
+
+fn naptr_service(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "SIP+D2U",
+        _ => "SIP+D2T",
+    }
+}
+
+fn sip_config() -> String {
+    format!(
+        "sip:\n  probe:\n    interval: {}ms\n    timeout: {}ms\n    fall: {FALL}\n    rise: {RISE}\n    startup_grace: 3s\n  domains:\n    - name: {DOMAIN}\n      ttl: {POLICY_TTL}\n",
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis()
+    )
+}
+
+/// One NAPTR (the fault's transport), two SRV records (primary first), two A records.
+fn zone(t: Transport, p1: u16, p2: u16) -> String {
+    let (service, srv) = (naptr_service(t), srv_name(t));
+    format!(
+        "zone: {DOMAIN}\nrecords:\n\
+  - {{ name: '@', type: NAPTR, order: 100, preference: 10, flags: s, service: {service}, replacement: {srv} }}\n\
+  - {{ name: {srv}, type: SRV, priority: 10, weight: 1, port: {p1}, target: primary }}\n\
+  - {{ name: {srv}, type: SRV, priority: 20, weight: 1, port: {p2}, target: secondary }}\n\
+  - {{ name: primary, type: A, address: {PRIMARY} }}\n\
+  - {{ name: secondary, type: A, address: {SECONDARY} }}\n"
+    )
+}
+
+/// The same records, served by an upstream DNS server.
+async fn upstream(t: Transport, p1: u16, p2: u16) -> FakeUpstream {
+    let up = FakeUpstream::start().await;
+    let srv_owner = format!("{}.{DOMAIN}", srv_name(t));
+    let (h1, h2) = (format!("primary.{DOMAIN}"), format!("secondary.{DOMAIN}"));
+    up.answer(
+        DOMAIN,
+        RType::NAPTR,
+        vec![naptr(DOMAIN, 300, 100, 10, naptr_service(t), &srv_owner)],
+    );
+    up.answer(
+        &srv_owner,
+        RType::SRV,
+        vec![
+            srv(&srv_owner, 300, 10, 1, p1, &h1),
+            srv(&srv_owner, 300, 20, 1, p2, &h2),
+        ],
+    );
+    up.answer(&h1, RType::A, vec![a(&h1, 300, &PRIMARY.to_string())]);
+    up.answer(&h2, RType::A, vec![a(&h2, 300, &SECONDARY.to_string())]);
+    up
+}
+
+/// Waits (bounded) until the prober reports `want` for `key`; returns how long it took.
+async fn wait_health(s: &TestServer, key: &TargetKey, want: Health, bound: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let now = s
+            .server()
+            .prober
+            .targets()
+            .into_iter()
+            .find(|r| &r.key == key)
+            .map(|r| r.health);
+        if now == Some(want) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < bound,
+            "{key} not {want:?} within {bound:?} (now {now:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every REGISTER both registrars saved, in time order.
+fn all_registers(regs: [&Registrar; 2]) -> Vec<Register> {
+    let mut all: Vec<Register> = regs.iter().flat_map(|r| r.registers()).collect();
+    all.sort_by(|a, b| a.at.total_cmp(&b.at));
+    all
+}
+
+/// Waits (bounded) for REGISTER number `n` (0-based, over both registrars).
+async fn wait_register(
+    regs: [&Registrar; 2],
+    phone: &mut Peer,
+    n: usize,
+    what: &str,
+    bound: Duration,
+) -> Register {
+    let t = Instant::now();
+    loop {
+        let all = all_registers(regs);
+        if let Some(r) = all.get(n) {
+            return r.clone();
+        }
+        phone.assert_running();
+        assert!(
+            t.elapsed() < bound,
+            "{what}: no REGISTER within {bound:?}; so far {all:#?}\nphone log:\n{}\nprimary log:\n{}\nsecondary log:\n{}",
+            phone.log(),
+            regs[0].log(),
+            regs[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks that `next` followed `prev` as a refresh on the phone's own schedule.
+fn assert_refresh(prev: &Register, next: &Register, registrar: &str, what: &str) {
+    assert_eq!(next.registrar, registrar, "{what}: {next:?}");
+    assert_eq!(next.call_id, prev.call_id, "{what}: same registration");
+    assert_eq!(
+        next.cseq,
+        prev.cseq + 1,
+        "{what}: a REGISTER went somewhere else in between: {prev:?} -> {next:?}"
+    );
+    let due = prev.at + refresh().as_secs_f64();
+    let late = next.at - due;
+    assert!(
+        late.abs() <= ON_SCHEDULE.as_secs_f64(),
+        "{what}: REGISTER {late:+.3} s off the phone's schedule (due {due:.3}, at {:.3}); \
+         a first attempt that timed out on the failed server would make it >= 32 s late",
+        next.at
+    );
+    assert!(
+        next.at < prev.expires_at,
+        "{what}: the previous binding expired at {:.3} before this REGISTER at {:.3}: \
+         the phone was registered nowhere",
+        prev.expires_at,
+        next.at
+    );
+}
+
+/// The answer the phone's first query gets: the NAPTR, and in ADDITIONAL the SRV records
+/// (primary first) and both addresses, every TTL capped at the policy TTL.
+async fn check_naptr_answer(s: &TestServer, t: Transport) {
+    let (m, _) = client::udp(
+        s.dns,
+        &query(&format!("{DOMAIN}."), RecordType::NAPTR, None),
+    )
+    .await;
+    let services: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::NAPTR(n) => Some(String::from_utf8_lossy(&n.services).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(services, vec![naptr_service(t).to_owned()]);
+    let srv_targets: Vec<String> = m
+        .additionals
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(v) => Some(v.target.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        srv_targets,
+        vec![format!("primary.{DOMAIN}."), format!("secondary.{DOMAIN}.")]
+    );
+    assert!(
+        m.answers
+            .iter()
+            .chain(&m.additionals)
+            .all(|r| r.ttl <= POLICY_TTL),
+        "policy TTL cap: {m:?}"
+    );
+}
+
+async fn run(source: Source, fault: Fault) {
+    let t = fault.transport();
+    // The bounds must fit the phone's refresh interval, with room for a phone that caches
+    // DNS answers for the whole policy TTL.
+    let ttl = Duration::from_secs(u64::from(POLICY_TTL));
+    assert!(down_bound() + ttl < refresh() && up_bound() + ttl < refresh());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2, sip_port) = (free_port(), free_port(), free_port());
+    let (mut primary, mut secondary) = tokio::task::block_in_place(|| {
+        (
+            Registrar::start(dir.path(), "primary", PRIMARY, p1),
+            Registrar::start(dir.path(), "secondary", SECONDARY, p2),
+        )
+    });
+    // The upstream server (upstream variant) lives as long as the test.
+    let mut _upstream = None;
+    let s = match source {
+        Source::Zones => {
+            server::start(&sip_config(), &[("pbx.example.org.yaml", &zone(t, p1, p2))]).await
+        }
+        Source::Upstream => {
+            let up = upstream(t, p1, p2).await;
+            let cfg = format!(
+                "{}upstream:\n  servers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n",
+                sip_config(),
+                up.addr()
+            );
+            _upstream = Some(up);
+            server::start(&cfg, &[]).await
+        }
+    };
+    let key = |ip: Ipv4Addr, port| TargetKey {
+        ip: ip.into(),
+        port,
+        transport: t,
+    };
+    let (k1, k2) = (key(PRIMARY, p1), key(SECONDARY, p2));
+    let mut ready = s.server().prober.ready();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .expect("sipdns not ready within 10 s")
+        .unwrap();
+    wait_health(&s, &k1, Health::Up, Duration::from_secs(10)).await;
+    wait_health(&s, &k2, Health::Up, Duration::from_secs(10)).await;
+    check_naptr_answer(&s, t).await;
+
+    let mut phone = baresip(
+        dir.path(),
+        sip_port,
+        &PhoneConfig {
+            aor: AOR,
+            dns: s.dns,
+            regint: REGINT,
+            rwait: RWAIT,
+        },
+    );
+    // 1. Registered at the primary.
+    let first = wait_register(
+        [&primary, &secondary],
+        &mut phone,
+        0,
+        "first registration",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(first.registrar, "primary", "{first:?}");
+    assert_eq!(first.proto, t.to_string(), "{first:?}");
+    let granted = first.expires_at - first.at;
+    assert!(
+        (f64::from(REGINT) - 1.0..=f64::from(REGINT) + 1.0).contains(&granted),
+        "registrar granted {granted} s, the phone asked for {REGINT} s"
+    );
+
+    // 2. The primary fails right after it.
+    let pid = primary.pid();
+    let fault_at = unix_now();
+    tokio::task::block_in_place(|| match fault {
+        Fault::Dies => primary.kill(),
+        Fault::Hangs => primary.pause(),
+    });
+    assert!(
+        fault_at - first.at < 1.0,
+        "the fault must come right after the REGISTER ({:.3} s)",
+        fault_at - first.at
+    );
+    let detected = wait_health(&s, &k1, Health::Down, down_bound()).await;
+    let ex = s
+        .server()
+        .resolver
+        .explain(
+            &format!("{}.{DOMAIN}", srv_name(t)).parse().unwrap(),
+            RType::SRV,
+        )
+        .await;
+    let withheld: Vec<String> = ex
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::Withheld)
+        .map(|d| format!("{} ({})", d.record, d.reason))
+        .collect();
+    assert!(
+        withheld.iter().any(|w| w.contains("primary")),
+        "explain: the primary's SRV record is not withheld: {:#?}",
+        ex.decisions
+    );
+    let metrics = s.server().metrics.encode();
+    assert!(
+        metrics.contains(&format!(
+            "sipdns_domain_targets_up{{domain=\"{DOMAIN}\"}} 1"
+        )),
+        "one target of the domain left up:\n{metrics}"
+    );
+
+    // 3. The next refresh goes straight to the secondary.
+    let failover = wait_register(
+        [&primary, &secondary],
+        &mut phone,
+        1,
+        "failover",
+        refresh() + ON_SCHEDULE * 2,
+    )
+    .await;
+    assert_refresh(&first, &failover, "secondary", "failover");
+    assert!(failover.at > fault_at, "{failover:?}");
+
+    // 4. The primary comes back right after it; the next refresh returns to it.
+    let back_at = unix_now();
+    // Restarting waits until kamailio answers OPTIONS: off the runtime's worker threads.
+    tokio::task::block_in_place(|| match fault {
+        Fault::Dies => primary.restart(),
+        Fault::Hangs => primary.resume(),
+    });
+    let answering_at = unix_now();
+    let recovered = wait_health(&s, &k1, Health::Up, up_bound()).await;
+    let failback = wait_register(
+        [&primary, &secondary],
+        &mut phone,
+        2,
+        "failback",
+        refresh() + ON_SCHEDULE * 2,
+    )
+    .await;
+    assert_refresh(&failover, &failback, "primary", "failback");
+    assert!(failback.at > back_at, "{failback:?}");
+
+    // Nothing else reached either registrar (a REGISTER queued at the hung primary would
+    // show up after SIGCONT), and the phone logged no failure.
+    let all = all_registers([&primary, &secondary]);
+    assert_eq!(all.len(), 3, "exactly three REGISTERs: {all:#?}");
+    let phone_log = phone.log();
+    assert!(
+        !phone_log.to_ascii_lowercase().contains("fail"),
+        "the phone reported a failure:\n{phone_log}"
+    );
+    assert!(
+        all.iter().all(|r| r.src.starts_with("127.0.0.1:")),
+        "{all:#?}"
+    );
+
+    // The phone asked sipdns every time: one NAPTR query per REGISTER (libre keeps no
+    // cache), besides the test's own.
+    let naptr_queries: f64 = s
+        .server()
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("sipdns_dns_queries_total{") && l.contains("qtype=\"NAPTR\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(
+        naptr_queries >= 4.0,
+        "NAPTR queries seen by sipdns: {naptr_queries}"
+    );
+
+    // The report.
+    let rel = |at: f64| at - first.at;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "phone e2e: records from {source:?}, primary {fault:?} (pid {}), phone over {t}; \
+         probe interval {INTERVAL:?} timeout {TIMEOUT:?} fall {FALL} rise {RISE}, policy TTL {POLICY_TTL} s, \
+         regint {REGINT} s, refresh every {:?}",
+        pid.unwrap_or(0),
+        refresh()
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  REGISTER at primary    cseq {}  binding expires {:+.3}",
+        0.0,
+        first.cseq,
+        rel(first.expires_at)
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  primary {}",
+        rel(fault_at),
+        if fault == Fault::Dies {
+            "killed (SIGKILL)"
+        } else {
+            "hung (SIGSTOP)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  sipdns: primary down, withheld ({detected:.3?} after the fault; bound {:.3?})",
+        rel(fault_at) + detected.as_secs_f64(),
+        down_bound()
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  REGISTER at secondary  cseq {}  ({:+.3} s off schedule, {:.3} s before the primary binding would have expired)",
+        rel(failover.at),
+        failover.cseq,
+        failover.at - first.at - refresh().as_secs_f64(),
+        first.expires_at - failover.at
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  primary {}",
+        rel(back_at),
+        if fault == Fault::Dies {
+            "restarted"
+        } else {
+            "resumed (SIGCONT)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  sipdns: primary up ({recovered:.3?} after it answered again; bound {:.3?})",
+        rel(answering_at) + recovered.as_secs_f64(),
+        up_bound()
+    );
+    let _ = writeln!(
+        out,
+        "  {:+8.3} s  REGISTER at primary    cseq {}  ({:+.3} s off schedule, {:.3} s before the secondary binding would have expired)",
+        rel(failback.at),
+        failback.cseq,
+        failback.at - failover.at - refresh().as_secs_f64(),
+        failover.expires_at - failback.at
+    );
+    eprint!("{out}");
+
+    phone.stop();
+    primary.stop();
+    secondary.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_fails_over_and_back_when_the_primary_dies_records_in_zones() {
+    run(Source::Zones, Fault::Dies).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_fails_over_and_back_when_the_primary_dies_records_upstream() {
+    run(Source::Upstream, Fault::Dies).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_fails_over_and_back_when_the_primary_hangs_records_in_zones() {
+    run(Source::Zones, Fault::Hangs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_fails_over_and_back_when_the_primary_hangs_records_upstream() {
+    run(Source::Upstream, Fault::Hangs).await;
+}
+
+/// The control: the same phone, registrars and records, but `pbx.example.org` is not a
+/// managed SIP domain, so sipdns hands out the dead primary like any DNS server would.
+/// The phone's refresh goes to the dead primary, waits out Timer F (64 x T1 = 32 s), and
+/// only then tries the secondary: its registration lapses. This is what the tests above
+/// rule out, and shows they would see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_without_the_health_policy_times_out_on_the_dead_primary() {
+    let t = Transport::Udp;
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2, sip_port) = (free_port(), free_port(), free_port());
+    let (mut primary, mut secondary) = tokio::task::block_in_place(|| {
+        (
+            Registrar::start(dir.path(), "primary", PRIMARY, p1),
+            Registrar::start(dir.path(), "secondary", SECONDARY, p2),
+        )
+    });
+    let s = server::start("", &[("pbx.example.org.yaml", &zone(t, p1, p2))]).await;
+    let mut phone = baresip(
+        dir.path(),
+        sip_port,
+        &PhoneConfig {
+            aor: AOR,
+            dns: s.dns,
+            regint: REGINT,
+            rwait: RWAIT,
+        },
+    );
+    let regs = [&primary, &secondary];
+    let first = wait_register(regs, &mut phone, 0, "first", Duration::from_secs(10)).await;
+    assert_eq!(first.registrar, "primary");
+    tokio::task::block_in_place(|| primary.kill());
+    // Timer F for the attempt at the dead primary, then the secondary.
+    let timer_f = Duration::from_secs(32);
+    let next = wait_register(
+        [&primary, &secondary],
+        &mut phone,
+        1,
+        "failover without the policy",
+        refresh() + timer_f + Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(next.registrar, "secondary");
+    let late = next.at - first.at - refresh().as_secs_f64();
+    let lapse = next.at - first.expires_at;
+    eprintln!(
+        "phone e2e control (no health policy, primary killed): REGISTER at the secondary \
+         {:+.3} s after the first, {late:.3} s late; registered nowhere for {lapse:.3} s",
+        next.at - first.at
+    );
+    assert!(
+        late >= timer_f.as_secs_f64() - 1.0,
+        "expected the phone to wait out Timer F: {late:.3} s late"
+    );
+    assert!(lapse > 0.0, "the registration should have lapsed");
+    phone.stop();
+    secondary.stop();
+}
