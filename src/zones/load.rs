@@ -115,7 +115,12 @@ pub fn load_dir_reusing(
 
 /// Parses and checks a YAML zone document as if read from `path`.
 pub fn load_yaml_text(path: &Path, text: &str) -> Result<Zone, ZoneError> {
-    let doc: ZoneDoc = yaml::from_str(path, text)?;
+    // The common one-record-a-line shape is read fast; anything else (and every error)
+    // goes through the full YAML parser.
+    let doc: ZoneDoc = match super::flow::parse(text) {
+        Some(doc) => doc,
+        None => yaml::from_str(path, text)?,
+    };
     zone_from_doc(path, text, doc)
 }
 

@@ -6,6 +6,7 @@
 //! records of the asked type, a CNAME, NODATA (the name exists, not that type; empty
 //! non-terminals included) or NXDOMAIN, the last two with the zone's SOA.
 
+mod flow;
 mod load;
 pub mod schema;
 
@@ -89,7 +90,9 @@ impl Zone {
         format: ZoneFormat,
         records: Vec<Rec>,
     ) -> Self {
-        let mut names: HashMap<DomainName, Vec<Rec>> = HashMap::new();
+        // Most owners have one or two records: size the map once instead of growing it
+        // through every power of two (100,000-record zones are reloaded live).
+        let mut names: HashMap<DomainName, Vec<Rec>> = HashMap::with_capacity(records.len());
         let mut len = 0;
         for r in records {
             if r.name.is_in(&origin) && r.rtype() != RType::SOA {
