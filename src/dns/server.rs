@@ -211,11 +211,14 @@ mod batch {
         out_to: Vec<usize>,
         send_iovs: Vec<libc::iovec>,
         send_hdrs: Vec<libc::mmsghdr>,
+        /// Receive headers the last batch filled (to reset).
+        used: usize,
     }
 
     // SAFETY of the raw pointers: `iovs`, `hdrs`, `send_iovs` and `send_hdrs` hold pointers
-    // into the other buffers of the same `Loop`. They are rebuilt right before each system
-    // call, and no buffer is resized while they are in use.
+    // into the heap buffers of the other fields of the same `Loop`, which are allocated
+    // once and never resized (moving the `Loop` does not move them). Receive headers are
+    // set up once; send headers right before each call.
     unsafe impl Send for Loop {}
 
     impl Loop {
@@ -232,7 +235,7 @@ mod batch {
                     zeroed::<libc::mmsghdr>(),
                 )
             };
-            Self {
+            let mut this = Self {
                 fd: socket.as_raw_fd(),
                 socket,
                 handler,
@@ -246,7 +249,12 @@ mod batch {
                 out_to: vec![0; BATCH],
                 send_iovs: vec![iov; BATCH],
                 send_hdrs: vec![hdr; BATCH],
+                used: 0,
+            };
+            for i in 0..BATCH {
+                this.point(i);
             }
+            this
         }
 
         fn run(&mut self, shutdown: &CancellationToken) {
@@ -277,26 +285,35 @@ mod batch {
             }
         }
 
+        /// Points receive header `i` at its buffer and address slot. Done once: the buffers
+        /// never move, and the kernel writes back only `msg_namelen`, `msg_flags` and
+        /// `msg_len`, which [`Self::receive`] resets for the slots a batch used.
+        fn point(&mut self, i: usize) {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i * MAX_QUERY..].as_mut_ptr().cast(),
+                iov_len: MAX_QUERY,
+            };
+            // SAFETY: all-zero is a valid msghdr; the pointers set below stay valid for the
+            // life of the loop (see the `Send` impl).
+            let mut h: libc::msghdr = unsafe { zeroed() };
+            h.msg_name = ptr::from_mut(&mut self.addrs[i]).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = ptr::from_mut(&mut self.iovs[i]);
+            h.msg_iovlen = 1;
+            self.hdrs[i] = libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            };
+        }
+
         /// One `recvmmsg`: blocks until at least one datagram is there (or the wake-up
         /// timeout), then takes whatever else is queued, up to `BATCH`.
         fn receive(&mut self) -> io::Result<usize> {
-            for i in 0..BATCH {
-                self.iovs[i] = libc::iovec {
-                    iov_base: self.bufs[i * MAX_QUERY..].as_mut_ptr().cast(),
-                    iov_len: MAX_QUERY,
-                };
-                // SAFETY: all-zero is a valid msghdr; the pointers set below stay valid
-                // for the call (see the `Send` impl).
-                let mut h: libc::msghdr = unsafe { zeroed() };
-                h.msg_name = ptr::from_mut(&mut self.addrs[i]).cast();
-                h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_iov = ptr::from_mut(&mut self.iovs[i]);
-                h.msg_iovlen = 1;
-                self.hdrs[i] = libc::mmsghdr {
-                    msg_hdr: h,
-                    msg_len: 0,
-                };
+            for h in &mut self.hdrs[..self.used] {
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_hdr.msg_flags = 0;
             }
+            self.used = 0;
             // SAFETY: `hdrs` holds BATCH initialised headers whose buffers outlive the call.
             let n = unsafe {
                 libc::recvmmsg(
@@ -310,10 +327,12 @@ mod batch {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            for i in 0..n as usize {
+            let n = n as usize;
+            self.used = n;
+            for i in 0..n {
                 self.addr_lens[i] = self.hdrs[i].msg_hdr.msg_namelen;
             }
-            Ok(n as usize)
+            Ok(n)
         }
 
         /// Answers datagram `i` into `outs[slot]`; false if nothing is to be sent now.
