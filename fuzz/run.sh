@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every sipdns fuzz target, one after the other, for SECONDS each (default 600), and
-# prints one summary line per target; the summary of the last run is also written to
-# fuzz/last-run.txt (copy it into docs/resilience.md).
+# prints one summary line per target; fuzz/last-run.txt keeps the last run of every target
+# (a run of some targets updates their lines only; copy it into docs/resilience.md).
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]      e.g. fuzz/run.sh 600   or   fuzz/run.sh 30 dns_wire
 #
@@ -35,11 +35,15 @@ echo "building fuzz targets (release, ASan, debug assertions)..." >&2
 nice -n 19 cargo "${TOOLCHAIN[@]}" fuzz build -O >&2
 
 summary=last-run.txt
-{
-    echo "# fuzz run $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS_EACH}s per target, $(rustc --version)"
-    printf '%-12s %10s %12s %10s %8s %8s %s\n' target seconds executions exec/s corpus crashes result
-} > "$summary.new"
-
+header="$(printf '%-12s %-20s %7s %12s %8s %7s %7s %s' target "finished (UTC)" seconds executions exec/s corpus crashes result)"
+# One line per target, the last run of each: a run of some targets keeps the others' lines.
+declare -A lines=()
+if [ -f "$summary" ]; then
+    while IFS= read -r l; do
+        t="${l%% *}"
+        case "$t" in ''|'#'*|target) ;; *) lines[$t]="$l" ;; esac
+    done < "$summary"
+fi
 failed=0
 for t in "${TARGETS[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
@@ -65,9 +69,14 @@ for t in "${TARGETS[@]}"; do
         result="FAILED (exit $rc, see fuzz/$log)"
         failed=1
     fi
-    printf '%-12s %10s %12s %10s %8s %8s %s\n' "$t" "$SECONDS_EACH" "${execs:-?}" "${rate:-?}" \
-        "$corpus" "$crashes" "$result" | tee -a "$summary.new" >&2
+    lines[$t]="$(printf '%-12s %-20s %7s %12s %8s %7s %7s %s' "$t" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        "$SECONDS_EACH" "${execs:-?}" "${rate:-?}" "$corpus" "$crashes" "$result")"
+    echo "${lines[$t]}" >&2
 done
-mv "$summary.new" "$summary"
+{
+    echo "# sipdns fuzz targets, last run of each ($(rustc --version), $(nproc) cores, nice 19)"
+    echo "$header"
+    for t in "${ALL_TARGETS[@]}"; do if [ -n "${lines[$t]:-}" ]; then echo "${lines[$t]}"; fi; done
+} > "$summary"
 cat "$summary"
 exit "$failed"

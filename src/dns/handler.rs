@@ -1,5 +1,7 @@
 //! The data walk of one query, top to bottom:
 //!
+//! 0. rate limit (UDP only) — over the client's `dns.rate_limit`: dropped, or an empty
+//!    TC=1 reply ([`super::ratelimit`]), so sipdns cannot be used to amplify;
 //! 1. client ACL — outside the allowed networks: REFUSED (never an open resolver);
 //! 2. parse — malformed: FORMERR; responses: dropped; other opcodes: NOTIMP; EDNS version
 //!    above 0: BADVERS;
