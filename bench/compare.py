@@ -3,7 +3,7 @@
 
 Run through bench/compare.sh, which installs the tools and builds sipdns first:
 
-    bench/compare.sh                       # the full run (about 15 minutes on 2 cores)
+    bench/compare.sh                       # the full run (about 12 minutes on 2 cores)
     bench/compare.sh --rounds 1 --secs 3   # a quick look
 
 What it does:
@@ -176,9 +176,37 @@ def max_qps_run(server_pid, port, qfile, secs, tcp):
     t1 = cpu_ticks(server_pid)
     cpu_us = (t1 - t0) * 1e6 / HZ
     n = r["completed"] or float("nan")
+    r["cpu_us"] = cpu_us
+    r["client_us"] = (r.pop("client_cpu_s") - c0.ru_utime - c0.ru_stime) * 1e6
     r["cpu_us_per_q"] = cpu_us / n
-    r["client_us_per_q"] = (r.pop("client_cpu_s") - c0.ru_utime - c0.ru_stime) * 1e6 / n
+    r["client_us_per_q"] = r["client_us"] / n
     return r
+
+
+def sliced(order, slices, run):
+    """Runs `run(server)` `slices` times per server, the servers taking turns (A/B/C/A/B/C...),
+    so that each sees the same moments of a shared, noisy machine; returns the runs per
+    server."""
+    out = {s: [] for s in order}
+    for _ in range(slices):
+        for s in order:
+            out[s].append(run(s))
+    return out
+
+
+def merge_max(rs):
+    n = sum(r["completed"] for r in rs) or float("nan")
+    return dict(qps=statistics.mean(r["qps"] for r in rs), completed=n,
+                lost=sum(r["lost"] for r in rs),
+                cpu_us_per_q=sum(r["cpu_us"] for r in rs) / n,
+                client_us_per_q=sum(r["client_us"] for r in rs) / n)
+
+
+def merge_lat(rs):
+    lat = [x for r in rs for x in r["lat"]]
+    return dict(p50=pct(lat, 50) * 1e6, p99=pct(lat, 99) * 1e6, p999=pct(lat, 99.9) * 1e6,
+                max=max(lat) * 1e6 if lat else float("nan"), n=len(lat),
+                lost=sum(r["lost"] for r in rs))
 
 
 def latency_run(port, qfile, secs, tcp, rate):
@@ -186,9 +214,7 @@ def latency_run(port, qfile, secs, tcp, rate):
     if tcp:
         opts += ["-m", "tcp"]
     r = dnsperf(port, qfile, secs, opts, verbose=True)
-    lat = r.pop("latencies")
-    r.update(p50=pct(lat, 50) * 1e6, p99=pct(lat, 99) * 1e6, p999=pct(lat, 99.9) * 1e6,
-             max=max(lat) * 1e6 if lat else float("nan"), n=len(lat))
+    r["lat"] = r.pop("latencies")
     return r
 
 
@@ -426,9 +452,11 @@ def report(res, args):
     m = res["machine"]
     L.append(f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}; "
              f"{m['unbound']}, {m['dnsmasq']}, dnsperf {m['dnsperf']}.")
-    L.append(f"Run: {args.rounds} rounds x {args.secs} s max-qps + {args.lat_secs} s at "
-             f"{args.rate} qps per server and workload, servers interleaved in rotating order; "
-             f"medians. Load average before/after: {res['load_before']} / {res['load_after']}.")
+    L.append(f"Run: {args.rounds} rounds; per round, workload and server {args.slices} x {args.secs} s "
+             f"at max qps and {args.slices} x {args.lat_secs} s at {args.rate} qps, the servers "
+             f"taking turns slice by slice (A/B/C/A/B/C..., order rotated per round); medians over "
+             f"rounds (latency percentiles pooled within a round). Load average before/after: "
+             f"{res['load_before']} / {res['load_after']}.")
     if not res["policy_applied"]:
         L.append("WARNING: the health policy was not in force (no prober in this build): "
                  "the policy workload measured plain static answers.")
@@ -545,8 +573,11 @@ def main():
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "sipdns"))
     ap.add_argument("--port-base", type=int, default=25300)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--secs", type=int, default=8, help="seconds per max-qps run")
-    ap.add_argument("--lat-secs", type=int, default=6, help="seconds per fixed-rate run")
+    ap.add_argument("--slices", type=int, default=3,
+                    help="per round, each server's runs are cut in this many slices, "
+                         "the servers taking turns")
+    ap.add_argument("--secs", type=int, default=3, help="seconds per max-qps slice")
+    ap.add_argument("--lat-secs", type=int, default=2, help="seconds per fixed-rate slice")
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--servers", default=",".join(SERVERS), help="(all three are started)")
@@ -640,14 +671,18 @@ def run_compare(args, work, ports, procs, env, res, workloads):
         for wl in workloads:
             qfile = f"{work}/queries/{QUERY_FILE[wl]}.txt"
             tcp = wl == "tcp"
+            maxes = sliced(order, args.slices, lambda s: max_qps_run(
+                pids[s], ports[s], qfile, args.secs, tcp))
             for s in order:
-                r = max_qps_run(pids[s], ports[s], qfile, args.secs, tcp)
+                r = merge_max(maxes[s])
                 runs[wl][s].append(r)
                 log(f"round {rnd + 1} {wl:9} {s:8} max {r['qps']:9.0f} qps  "
                     f"{r['cpu_us_per_q']:5.2f} CPU-µs/q (dnsperf {r['client_us_per_q']:5.2f})  "
                     f"lost {r['lost']:.0f}")
+            slow = sliced(order, args.slices, lambda s: latency_run(
+                ports[s], qfile, args.lat_secs, tcp, args.rate))
             for s in order:
-                r = latency_run(ports[s], qfile, args.lat_secs, tcp, args.rate)
+                r = merge_lat(slow[s])
                 lats[wl][s].append(r)
                 log(f"round {rnd + 1} {wl:9} {s:8} @{args.rate}: p50 {r['p50']:6.0f} p99 {r['p99']:6.0f} "
                     f"p99.9 {r['p999']:6.0f} µs  lost {r['lost']:.0f}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sipdns against unbound and dnsmasq, side by side on loopback (issue 6): the one command
-# behind docs/performance.md.
+# behind the README's "Performance" section.
 #
-#   bench/compare.sh                         # full run, about 15 minutes on 2 cores
+#   bench/compare.sh                         # full run, about 12 minutes on 2 cores
 #   bench/compare.sh --rounds 1 --secs 3     # a quick look
 #   bench/compare.sh --help                  # every option (bench/compare.py)
 #
