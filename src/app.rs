@@ -35,9 +35,18 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Loads config and zones, or every error found in them.
 pub fn load(path: &Path) -> anyhow::Result<(Config, ZoneStore)> {
+    load_reusing(path, None)
+}
+
+/// [`load`] for a reload: zone files unchanged since `previous` was read are not parsed
+/// again.
+pub fn load_reusing(
+    path: &Path,
+    previous: Option<&ZoneStore>,
+) -> anyhow::Result<(Config, ZoneStore)> {
     let config = Config::load(path).map_err(anyhow::Error::new)?;
-    let zones =
-        zones::load_dir(&config.zones.dir, &config.zones.modes).map_err(anyhow::Error::new)?;
+    let zones = zones::load_dir_reusing(&config.zones.dir, &config.zones.modes, previous)
+        .map_err(anyhow::Error::new)?;
     Ok((config, zones))
 }
 

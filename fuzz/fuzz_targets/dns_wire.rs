@@ -1,5 +1,5 @@
 //! DNS request bytes through the pure edge of the request path: the fast-path reader
-//! (`fastpath::quick` + its cache key), the full parser (`wire::parse`) and the encoder
+//! (`fastpath::quick` + its cache key, `fastpath::key_into`), the full parser (`wire::parse`) and the encoder
 //! for a parsed question. Checks invariants, not just "no panic":
 //!
 //! - whatever the fast path accepts, its offsets lie inside the packet;
@@ -24,8 +24,11 @@ use sipdns::{
 fuzz_target!(|data: &[u8]| {
     if let Some(q) = fastpath::quick(data) {
         assert!(q.qname_end > 12 && q.qname_end <= data.len());
-        let k = fastpath::key(data, &q, 512);
-        assert!(k.len() >= 4);
+        for (limit, tcp) in [(512, false), (1232, false), (65_535, true)] {
+            let mut buf = fastpath::KeyBuf::new();
+            let k = fastpath::key_into(data, &q, limit, tcp, &mut buf);
+            assert_eq!(k.len(), q.qname_end - 12 + 6);
+        }
         assert_eq!(data[2] & 0x80, 0, "fast path accepted a response");
     }
     match wire::parse(data) {

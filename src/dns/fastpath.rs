@@ -14,10 +14,12 @@
 
 use std::{
     collections::HashMap,
-    hash::BuildHasher,
-    sync::{Arc, Mutex},
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
+    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use prometheus::IntCounter;
 
 use crate::record::Source;
 
@@ -95,84 +97,149 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
     })
 }
 
-/// The cache key of a quick question under a size budget.
-pub fn key(p: &[u8], q: &Quick, limit: usize) -> Vec<u8> {
-    let mut k = Vec::with_capacity(q.qname_end - 12 + 4);
-    k.extend(p[12..q.qname_end].iter().map(u8::to_ascii_lowercase));
-    k.extend_from_slice(&q.qtype.to_be_bytes());
-    k.extend_from_slice(&(limit as u32).to_be_bytes()[1..]);
-    k
+/// The longest cache key: a 255-byte name, type, budget and transport.
+pub const KEY_MAX: usize = 255 + 2 + 3 + 1;
+
+/// Room for one cache key on the stack.
+pub struct KeyBuf([u8; KEY_MAX]);
+
+impl KeyBuf {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self([0; KEY_MAX])
+    }
 }
 
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The cache key of a quick question under a size budget and transport: the lower-cased
+/// name, type, budget and transport, written into `buf`. ([`quick`] bounds the name to 255
+/// bytes.)
+pub fn key_into<'a>(p: &[u8], q: &Quick, limit: usize, tcp: bool, buf: &'a mut KeyBuf) -> &'a [u8] {
+    let name = &p[12..q.qname_end];
+    let k = &mut buf.0;
+    let n = name.len();
+    for (d, s) in k[..n].iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    k[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
+    k[n + 2..n + 5].copy_from_slice(&(limit as u32).to_be_bytes()[1..]);
+    k[n + 5] = u8::from(tcp);
+    &k[..n + 6]
+}
+
+/// The counters a stored response moves on every hit, resolved when it is stored, so a hit
+/// hashes no label strings.
 #[derive(Clone)]
+pub struct Series {
+    /// `dns_queries{transport, qtype, rcode}`.
+    pub queries: IntCounter,
+    /// `dns_answers{source}`.
+    pub answers: IntCounter,
+}
+
 struct Entry {
-    bytes: Arc<[u8]>,
+    /// The whole key, compared on a hit (the map is keyed by its hash).
+    key: Box<[u8]>,
+    bytes: Box<[u8]>,
     generation: u128,
     expires: Instant,
-    source: Source,
-    rcode: crate::record::Rcode,
+    series: Series,
 }
 
 const SHARDS: usize = 16;
 
-/// Encoded responses by question. Sharded `std::sync::Mutex`es: each lock is held only for
-/// a map lookup or insert, never across an `.await`.
-pub struct AnswerCache {
-    shards: Vec<Mutex<HashMap<Vec<u8>, Entry>>>,
-    per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+/// Hashes are computed once per lookup with a random key (SipHash) and used as they are by
+/// the shard maps.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else in anyway.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
-/// A cache hit, ready to send.
-pub struct Hit {
-    /// The response.
-    pub bytes: Vec<u8>,
-    /// Where its answer came from.
-    pub source: Source,
-    /// Its response code.
-    pub rcode: crate::record::Rcode,
+type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
+
+/// Encoded responses by question. Sharded `std::sync::Mutex`es: each lock is held only for
+/// a map lookup and a copy, or an insert, never across an `.await`. The maps are keyed by
+/// the question's 64-bit keyed hash; the entry keeps the whole key and a hit compares it,
+/// so a collision is a miss (and the later `put` replaces the other entry).
+pub struct AnswerCache {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl AnswerCache {
     /// A cache of at most `capacity` responses.
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<HashMap<Vec<u8>, Entry>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    fn locate(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
+        let h = self.hasher.hash_one(key);
+        // The shard's table uses the low bits (slot) and the top 7 (control bytes): pick
+        // the shard from bits in between.
+        (h, &self.shards[(h >> 32) as usize % SHARDS])
     }
 
-    /// The response for `request` if one is stored under `key` for `generation`, with the
-    /// request's ID, flags and question spelling patched in.
-    pub fn get(&self, key: &[u8], generation: u128, request: &[u8], q: &Quick) -> Option<Hit> {
-        let entry = {
-            let map = self.shard(key).lock().ok()?;
-            let e = map.get(key)?;
-            if e.generation != generation || e.expires <= Instant::now() {
-                return None;
-            }
-            e.clone()
+    /// If a response is stored under `key` for `generation` and still fresh at `now`,
+    /// writes it into `out` with the request's ID, flags and question spelling patched in,
+    /// counts the hit, and returns true.
+    pub fn get_into(
+        &self,
+        key: &[u8],
+        generation: u128,
+        now: Instant,
+        request: &[u8],
+        q: &Quick,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let (h, shard) = self.locate(key);
+        let Ok(map) = shard.lock() else {
+            return false;
         };
-        let mut out = entry.bytes.to_vec();
-        if out.len() < q.qname_end {
-            return None;
+        let Some(e) = map.get(&h) else {
+            return false;
+        };
+        if e.generation != generation
+            || e.expires <= now
+            || *e.key != *key
+            || e.bytes.len() < q.qname_end
+        {
+            return false;
         }
+        out.clear();
+        out.extend_from_slice(&e.bytes);
+        e.series.queries.inc();
+        e.series.answers.inc();
+        drop(map);
         out[0] = request[0];
         out[1] = request[1];
         // RD (0x01 of byte 2) and CD (0x10 of byte 3) follow the request.
         out[2] = (out[2] & !0x01) | (request[2] & 0x01);
         out[3] = (out[3] & !0x10) | (request[3] & 0x10);
         out[12..q.qname_end].copy_from_slice(&request[12..q.qname_end]);
-        Some(Hit {
-            bytes: out,
-            source: entry.source,
-            rcode: entry.rcode,
-        })
+        true
     }
 
     /// Stores a response.
@@ -182,16 +249,17 @@ impl AnswerCache {
         bytes: &[u8],
         generation: u128,
         source: Source,
-        rcode: crate::record::Rcode,
+        series: Series,
     ) {
         let life = match source {
             Source::Static | Source::Synthesized => Duration::from_secs(60),
             _ => Duration::from_secs(1),
         };
-        let Ok(mut map) = self.shard(&key).lock() else {
+        let (h, shard) = self.locate(&key);
+        let Ok(mut map) = shard.lock() else {
             return;
         };
-        if map.len() >= self.per_shard && !map.contains_key(&key) {
+        if map.len() >= self.per_shard && !map.contains_key(&h) {
             let now = Instant::now();
             map.retain(|_, e| e.expires > now);
             if map.len() >= self.per_shard {
@@ -201,13 +269,13 @@ impl AnswerCache {
             }
         }
         map.insert(
-            key,
+            h,
             Entry {
-                bytes: Arc::from(bytes),
+                key: key.into_boxed_slice(),
+                bytes: bytes.into(),
                 generation,
                 expires: Instant::now() + life,
-                source,
-                rcode,
+                series,
             },
         );
     }
@@ -279,45 +347,72 @@ mod tests {
         );
     }
 
+    fn key(p: &[u8], q: &Quick, limit: usize, tcp: bool) -> Vec<u8> {
+        key_into(p, q, limit, tcp, &mut KeyBuf::new()).to_vec()
+    }
+
+    fn series() -> Series {
+        Series {
+            queries: IntCounter::new("q", "q").unwrap(),
+            answers: IntCounter::new("a", "a").unwrap(),
+        }
+    }
+
     #[test]
     fn keys_ignore_case_and_hits_echo_the_request() {
         let a = q("Pbx.Example.org.", None);
         let b = q("pBX.eXAMPLE.ORG.", None);
         let (qa, qb) = (quick(&a).unwrap(), quick(&b).unwrap());
-        assert_eq!(key(&a, &qa, 512), key(&b, &qb, 512));
-        assert_ne!(key(&a, &qa, 512), key(&a, &qa, 1232));
+        assert_eq!(key(&a, &qa, 512, false), key(&b, &qb, 512, false));
+        assert_ne!(key(&a, &qa, 512, false), key(&a, &qa, 1232, false));
+        assert_ne!(key(&a, &qa, 512, false), key(&a, &qa, 512, true));
         let cache = AnswerCache::new(100);
         let mut stored = a.clone();
         stored[2] |= 0x80;
+        let s = series();
         cache.put(
-            key(&a, &qa, 512),
+            key(&a, &qa, 512, false),
             &stored,
             7,
             Source::Static,
-            crate::record::Rcode::NoError,
+            s.clone(),
         );
         let mut b2 = b.clone();
         b2[0] = 0xAB;
-        let hit = cache.get(&key(&b2, &qb, 512), 7, &b2, &qb).unwrap();
-        assert_eq!(hit.bytes[0], 0xAB);
-        assert_eq!(&hit.bytes[12..qb.qname_end], &b2[12..qb.qname_end]);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        assert!(cache.get_into(&key(&b2, &qb, 512, false), 7, now, &b2, &qb, &mut out));
+        assert_eq!(out[0], 0xAB);
+        assert_eq!(&out[12..qb.qname_end], &b2[12..qb.qname_end]);
+        assert_eq!(s.queries.get(), 1);
+        assert_eq!(s.answers.get(), 1);
         assert!(
-            cache.get(&key(&b2, &qb, 512), 8, &b2, &qb).is_none(),
+            !cache.get_into(&key(&b2, &qb, 512, false), 8, now, &b2, &qb, &mut out),
             "a new generation invalidates"
         );
+        assert!(
+            !cache.get_into(&key(&b2, &qb, 1232, false), 7, now, &b2, &qb, &mut out),
+            "another budget is another entry"
+        );
+        assert!(
+            !cache.get_into(
+                &key(&b2, &qb, 512, false),
+                7,
+                now + Duration::from_secs(61),
+                &b2,
+                &qb,
+                &mut out
+            ),
+            "expired"
+        );
+        assert_eq!(s.queries.get(), 1, "misses count nothing");
     }
 
     #[test]
     fn capacity_is_bounded() {
         let cache = AnswerCache::new(32);
         for i in 0..1000u32 {
-            cache.put(
-                i.to_be_bytes().to_vec(),
-                b"x",
-                1,
-                Source::Static,
-                crate::record::Rcode::NoError,
-            );
+            cache.put(i.to_be_bytes().to_vec(), b"x", 1, Source::Static, series());
         }
         assert!(cache.len() <= 32 + SHARDS, "{}", cache.len());
     }

@@ -17,8 +17,10 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use ipnet::IpNet;
 
+use prometheus::Histogram;
+
 use super::{
-    fastpath::{self, AnswerCache},
+    fastpath::{self, AnswerCache, KeyBuf, Series},
     ratelimit::{self, Decision, RateLimiter},
     wire::{self, Parsed, Question},
 };
@@ -32,9 +34,9 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// UDP.
-    Udp,
+    Udp = 0,
     /// TCP.
-    Tcp,
+    Tcp = 1,
 }
 
 impl Transport {
@@ -51,6 +53,8 @@ pub struct Handler {
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
     cache: AnswerCache,
+    /// `dns_duration` by transport, resolved once: the fast path hashes no label strings.
+    duration: [Histogram; 2],
     limiter: RateLimiter,
 }
 
@@ -63,13 +67,42 @@ pub fn allowed(allow: &[IpNet], ip: std::net::IpAddr) -> bool {
     allow.iter().any(|n| n.contains(&ip))
 }
 
+/// What [`Handler::fast`] did with a request.
+#[derive(Debug)]
+pub enum Fast {
+    /// The response is in the caller's buffer.
+    Answered,
+    /// Nothing is to be sent.
+    Dropped,
+    /// The full path must answer it: pass this to [`Handler::slow`].
+    Miss(Miss),
+}
+
+/// What the fast path learned about a request it could not answer.
+#[derive(Debug)]
+pub struct Miss {
+    /// The answer cache key, when the question has the common shape.
+    key: Option<Vec<u8>>,
+    /// The generation the answer will be computed under.
+    generation: u128,
+}
+
 impl Handler {
     /// A handler over a resolver.
     pub fn new(resolver: Arc<Resolver>, metrics: Arc<Metrics>) -> Self {
+        let duration = [
+            metrics
+                .dns_duration
+                .with_label_values(&[Transport::Udp.label()]),
+            metrics
+                .dns_duration
+                .with_label_values(&[Transport::Tcp.label()]),
+        ];
         Self {
             resolver,
             metrics,
             cache: AnswerCache::new(ANSWER_CACHE_SIZE),
+            duration,
             limiter: RateLimiter::new(),
         }
     }
@@ -99,6 +132,25 @@ impl Handler {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let start = Instant::now();
+        let mut out = Vec::new();
+        match self.fast(bytes, src, transport, start, &mut out) {
+            Fast::Answered => Some(out),
+            Fast::Dropped => None,
+            Fast::Miss(miss) => self.slow(bytes, transport, start, miss).await,
+        }
+    }
+
+    /// The synchronous first steps: the ACL, and a stored response for this question under
+    /// the current generation, written into `out` with the request's ID and spelling. No
+    /// allocation and no label hashing on a hit. `start` is when the request arrived.
+    pub fn fast(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        start: Instant,
+        out: &mut Vec<u8>,
+    ) -> Fast {
         let (allowed, max_udp, limited) = {
             let data = self.resolver.data_guard();
             (
@@ -121,8 +173,15 @@ impl Handler {
                 .with_label_values(&[limited.label()])
                 .inc();
             return match limited {
-                Decision::Slip => ratelimit::truncated_reply(bytes),
-                _ => None,
+                Decision::Slip => match ratelimit::truncated_reply(bytes) {
+                    Some(resp) => {
+                        out.clear();
+                        out.extend_from_slice(&resp);
+                        Fast::Answered
+                    }
+                    None => Fast::Dropped,
+                },
+                _ => Fast::Dropped,
             };
         }
         if !allowed {
@@ -130,33 +189,44 @@ impl Handler {
                 .dns_dropped
                 .with_label_values(&["acl_refused"])
                 .inc();
-            let resp = wire::refused(bytes)?;
+            let Some(resp) = wire::refused(bytes) else {
+                return Fast::Dropped;
+            };
             self.count(transport, "other", Rcode::Refused, start);
-            return Some(resp);
+            out.clear();
+            out.extend_from_slice(&resp);
+            return Fast::Answered;
         }
-        // Fast path: a stored response for this question under the current generation.
-        let tcp = transport == Transport::Tcp;
-        let quick = fastpath::quick(bytes);
         let generation = self.resolver.generation();
-        let key = quick.map(|qq| {
-            let limit = wire::budget_for(qq.edns_payload, tcp, max_udp);
-            fastpath::key(bytes, &qq, limit)
-        });
-        if let (Some(qq), Some(key)) = (&quick, &key)
-            && let Some(hit) = self.cache.get(key, generation, bytes, qq)
-        {
-            self.metrics
-                .dns_answers
-                .with_label_values(&[hit.source.metric_label()])
-                .inc();
-            self.count(
-                transport,
-                crate::record::RType(qq.qtype).metric_label(),
-                hit.rcode,
-                start,
-            );
-            return Some(hit.bytes);
+        let Some(qq) = fastpath::quick(bytes) else {
+            return Fast::Miss(Miss {
+                key: None,
+                generation,
+            });
+        };
+        let tcp = transport == Transport::Tcp;
+        let limit = wire::budget_for(qq.edns_payload, tcp, max_udp);
+        let mut key = KeyBuf::new();
+        let key = fastpath::key_into(bytes, &qq, limit, tcp, &mut key);
+        if self.cache.get_into(key, generation, start, bytes, &qq, out) {
+            self.duration[transport as usize].observe(start.elapsed().as_secs_f64());
+            return Fast::Answered;
         }
+        Fast::Miss(Miss {
+            key: Some(key.to_vec()),
+            generation,
+        })
+    }
+
+    /// The full path for a request [`Self::fast`] could not answer: parse, resolve (may
+    /// wait for upstream), encode, and store the response for the fast path.
+    pub async fn slow(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        start: Instant,
+        miss: Miss,
+    ) -> Option<Vec<u8>> {
         let q = match wire::parse(bytes) {
             Parsed::Query(q) => q,
             Parsed::Reply(resp, rcode) => {
@@ -170,11 +240,22 @@ impl Handler {
         };
         let answer = self.resolver.answer(&q.name, q.qtype).await;
         let resp = self.respond(&q, &answer, transport, start);
-        if let Some(key) = key
+        if let Some(key) = miss.key
             && self.cacheable(&q, &answer)
         {
+            let series = Series {
+                queries: self.metrics.dns_queries.with_label_values(&[
+                    transport.label(),
+                    q.qtype.metric_label(),
+                    answer.rcode.metric_label(),
+                ]),
+                answers: self
+                    .metrics
+                    .dns_answers
+                    .with_label_values(&[answer.source.metric_label()]),
+            };
             self.cache
-                .put(key, &resp, generation, answer.source, answer.rcode);
+                .put(key, &resp, miss.generation, answer.source, series);
         }
         Some(resp)
     }
@@ -253,10 +334,7 @@ impl Handler {
             .dns_queries
             .with_label_values(&[transport.label(), qtype, rcode.metric_label()])
             .inc();
-        self.metrics
-            .dns_duration
-            .with_label_values(&[transport.label()])
-            .observe(start.elapsed().as_secs_f64());
+        self.duration[transport as usize].observe(start.elapsed().as_secs_f64());
     }
 }
 

@@ -6,12 +6,13 @@
 //! records of the asked type, a CNAME, NODATA (the name exists, not that type; empty
 //! non-terminals included) or NXDOMAIN, the last two with the zone's SOA.
 
+mod flow;
 mod load;
 pub mod schema;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -20,7 +21,7 @@ use crate::{
     record::{DomainName, RType, Rec, RecordData},
 };
 
-pub use load::{load_dir, load_yaml_text, load_zone_file_text};
+pub use load::{load_dir, load_dir_reusing, load_yaml_text, load_zone_file_text};
 
 /// Errors from loading zones: every problem found, each with file and line.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +90,9 @@ impl Zone {
         format: ZoneFormat,
         records: Vec<Rec>,
     ) -> Self {
-        let mut names: HashMap<DomainName, Vec<Rec>> = HashMap::new();
+        // Most owners have one or two records: size the map once instead of growing it
+        // through every power of two (100,000-record zones are reloaded live).
+        let mut names: HashMap<DomainName, Vec<Rec>> = HashMap::with_capacity(records.len());
         let mut len = 0;
         for r in records {
             if r.name.is_in(&origin) && r.rtype() != RType::SOA {
@@ -205,6 +208,9 @@ impl Zone {
 #[derive(Debug, Clone, Default)]
 pub struct ZoneStore {
     zones: HashMap<DomainName, Arc<Zone>>,
+    /// Digest of the text (and merge mode) each zone file was read from, by file: a reload
+    /// reuses the parsed zone of a file that has not changed instead of parsing it again.
+    sources: HashMap<PathBuf, u64>,
 }
 
 impl ZoneStore {
@@ -215,7 +221,26 @@ impl ZoneStore {
                 .into_iter()
                 .map(|z| (z.origin.clone(), Arc::new(z)))
                 .collect(),
+            sources: HashMap::new(),
         }
+    }
+
+    /// A store of zones read from files, with the digest of each file's source.
+    fn from_files(zones: Vec<(Arc<Zone>, u64)>) -> Self {
+        let mut store = Self::default();
+        for (z, digest) in zones {
+            store.sources.insert(z.file.clone(), digest);
+            store.zones.insert(z.origin.clone(), z);
+        }
+        store
+    }
+
+    /// The zone read from `file`, if its source had this digest.
+    fn unchanged(&self, file: &Path, digest: u64) -> Option<Arc<Zone>> {
+        if self.sources.get(file) != Some(&digest) {
+            return None;
+        }
+        self.zones.values().find(|z| z.file == file).cloned()
     }
 
     /// The most specific zone that contains `name`.
@@ -260,16 +285,20 @@ impl ZoneStore {
 
     /// A copy with one zone added or replaced.
     pub fn with_zone(&self, zone: Zone) -> Self {
-        let mut zones = self.zones.clone();
-        zones.insert(zone.origin.clone(), Arc::new(zone));
-        Self { zones }
+        let mut store = self.without_zone(&zone.origin);
+        // The zone no longer matches any file digest: the next reload parses its file.
+        store.sources.remove(&zone.file);
+        store.zones.insert(zone.origin.clone(), Arc::new(zone));
+        store
     }
 
     /// A copy without the zone at `origin`.
     pub fn without_zone(&self, origin: &DomainName) -> Self {
-        let mut zones = self.zones.clone();
-        zones.remove(origin);
-        Self { zones }
+        let mut store = self.clone();
+        if let Some(old) = store.zones.remove(origin) {
+            store.sources.remove(&old.file);
+        }
+        store
     }
 }
 

@@ -259,3 +259,58 @@ fn documents_round_trip() {
         assert_eq!(&back, r);
     }
 }
+
+#[test]
+fn a_reload_reuses_unchanged_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    let b = dir.path().join("b.example.org.zone");
+    std::fs::write(
+        &a,
+        "zone: a.example.org\nrecords:\n  - { name: x, type: A, address: 192.0.2.1 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "$TTL 60\n@ IN SOA ns.b.example.org. h.b.example.org. 1 2 3 4 5\nx IN A 192.0.2.2\n",
+    )
+    .unwrap();
+    let mut modes = BTreeMap::new();
+    let first = load_dir(dir.path(), &modes).unwrap();
+    let za = first.get(&n("a.example.org")).unwrap();
+    let zb = first.get(&n("b.example.org")).unwrap();
+
+    let same = load_dir_reusing(dir.path(), &modes, Some(&first)).unwrap();
+    assert!(Arc::ptr_eq(za, same.get(&n("a.example.org")).unwrap()));
+    assert!(Arc::ptr_eq(zb, same.get(&n("b.example.org")).unwrap()));
+
+    // A changed file is parsed again; so is a .zone file whose merge mode changed.
+    std::fs::write(
+        &a,
+        "zone: a.example.org\nrecords:\n  - { name: x, type: A, address: 192.0.2.9 }\n",
+    )
+    .unwrap();
+    modes.insert(n("b.example.org"), MergeMode::Merge);
+    let next = load_dir_reusing(dir.path(), &modes, Some(&same)).unwrap();
+    let za2 = next.get(&n("a.example.org")).unwrap();
+    assert!(!Arc::ptr_eq(za, za2));
+    assert_eq!(za2.records_of(&n("x.a.example.org")).len(), 1);
+    assert_eq!(
+        next.get(&n("b.example.org")).unwrap().mode,
+        MergeMode::Merge
+    );
+
+    // A zone replaced through the API is never mistaken for its file's old text.
+    let edited = next.with_zone((**za).clone());
+    std::fs::write(
+        &a,
+        "zone: a.example.org\nrecords:\n  - { name: x, type: A, address: 192.0.2.9 }\n",
+    )
+    .unwrap();
+    let after = load_dir_reusing(dir.path(), &modes, Some(&edited)).unwrap();
+    let za3 = after.get(&n("a.example.org")).unwrap();
+    assert_eq!(
+        za3.records_of(&n("x.a.example.org"))[0].data,
+        RecordData::A("192.0.2.9".parse().unwrap())
+    );
+}
