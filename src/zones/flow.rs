@@ -24,6 +24,12 @@ use super::schema::{RecordDoc, ZoneDoc};
 
 /// Reads `text` if it has the common shape, else `None`.
 pub(super) fn parse(text: &str) -> Option<ZoneDoc> {
+    // YAML forbids most control characters anywhere, comments included (YAML 1.2 §5.1);
+    // skipping comment lines must not let them through (found by fuzzing: a NUL in a
+    // comment was accepted here and rejected by the full parser).
+    if !yaml_printable(text) {
+        return None;
+    }
     let (header, body) = split_records(text)?;
     let mut doc: ZoneDoc = yaml_serde::from_str(&format!("{header}records: []\n")).ok()?;
     let mut indent = None;
@@ -54,6 +60,20 @@ pub(super) fn parse(text: &str) -> Option<ZoneDoc> {
     }
     doc.records = records;
     Some(doc)
+}
+
+/// True if every character is one YAML 1.2 allows in a stream (§5.1 `c-printable`).
+fn yaml_printable(text: &str) -> bool {
+    if text.is_ascii() {
+        return text
+            .bytes()
+            .all(|b| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7e));
+    }
+    text.chars().all(|c| {
+        matches!(c,
+            '\t' | '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{85}' | '\u{a0}'..='\u{d7ff}'
+            | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}')
+    })
 }
 
 /// The text before the one top-level `records:` line, and the text after it.
@@ -317,6 +337,26 @@ mod tests {
             parse("zone: a.example.org\nrecords:\n  - { name: x, type: A, address: 192.0.2.1 }\nmode: merge\n").is_none(),
             "a key after the records"
         );
+    }
+
+    /// Regression (fuzz `zone_yaml`, crash-bf689d4c): a NUL (or any control character YAML
+    /// forbids) in a comment line was skipped here, and the zone loaded, while the full
+    /// parser rejects the file.
+    #[test]
+    fn declines_characters_yaml_forbids_even_in_comments() {
+        let good = "zone: a.example.org\nrecords:\n  # comment\n  - { name: x, type: A, address: 192.0.2.1 }\n";
+        assert!(agrees(good));
+        for bad in ["\0", "\u{7}", "\u{1b}", "\u{7f}", "\u{9f}", "\u{fffe}"] {
+            let text = good.replace("# comment", &format!("# com{bad}ment"));
+            assert!(parse(&text).is_none(), "{bad:?}");
+            assert!(
+                full(&text).is_none(),
+                "{bad:?}: the full parser accepts it after all"
+            );
+        }
+        let crash = include_str!("../../tests/fixtures/fuzz/zone_yaml-nul-in-comment.yaml");
+        assert!(parse(crash).is_none());
+        assert!(full(crash).is_none());
     }
 
     /// Many generated lines mixing every token kind: whenever the fast reader accepts one,
