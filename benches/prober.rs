@@ -90,38 +90,7 @@ fn main() {
     let interval = Duration::from_millis(arg("--interval-ms", 1000));
 
     // Fake UAS on its own thread.
-    let (ports_tx, ports_rx) = mpsc::channel();
-    let uas_stop = CancellationToken::new();
-    let uas_token = uas_stop.clone();
-    let uas = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut ports = Vec::with_capacity(n);
-            for _ in 0..n {
-                let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                ports.push(s.local_addr().unwrap().port());
-                let t = uas_token.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 2048];
-                    loop {
-                        tokio::select! {
-                            () = t.cancelled() => return,
-                            r = s.recv_from(&mut buf) => {
-                                let Ok((len, from)) = r else { continue };
-                                let _ = s.send_to(&reply_to(&buf[..len]), from).await;
-                            }
-                        }
-                    }
-                });
-            }
-            ports_tx.send(ports).unwrap();
-            uas_token.cancelled().await;
-        });
-    });
-    let ports = ports_rx.recv().unwrap();
+    let (ports, uas_stop, uas) = start_uas(n);
 
     let mut domain = SipDomainConfig::new(DomainName::parse("pbx.example.org").unwrap());
     domain.targets = ports
