@@ -62,18 +62,34 @@ pub(super) fn parse(text: &str) -> Option<ZoneDoc> {
     Some(doc)
 }
 
-/// True if every character is one YAML 1.2 allows in a stream (§5.1 `c-printable`).
+/// True if every character is one YAML allows in a stream (YAML 1.2 §5.1 `c-printable`,
+/// which is also libyaml's reader check), and every line break is `\n` or `\r\n`: YAML
+/// also breaks lines at a lone `\r`, NEL, LS and PS, which `str::lines` does not, so the
+/// two would see different lines (found by fuzzing: a lone CR inside a comment).
 fn yaml_printable(text: &str) -> bool {
     if text.is_ascii() {
-        return text
-            .bytes()
-            .all(|b| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7e));
+        // The common case, a byte at a time (a 100,000-record zone is megabytes).
+        let b = text.as_bytes();
+        return b.iter().enumerate().all(|(i, c)| match c {
+            b'\r' => b.get(i + 1) == Some(&b'\n'),
+            b'\t' | b'\n' | 0x20..=0x7e => true,
+            _ => false,
+        });
     }
-    text.chars().all(|c| {
-        matches!(c,
-            '\t' | '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{85}' | '\u{a0}'..='\u{d7ff}'
-            | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}')
-    })
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let ok = match c {
+            '\r' => chars.peek() == Some(&'\n'),
+            '\t' | '\n' | '\u{20}'..='\u{7e}' => true,
+            '\u{85}' | '\u{2028}' | '\u{2029}' => false,
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}' => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 /// The text before the one top-level `records:` line, and the text after it.
@@ -339,14 +355,18 @@ mod tests {
         );
     }
 
-    /// Regression (fuzz `zone_yaml`, crash-bf689d4c): a NUL (or any control character YAML
-    /// forbids) in a comment line was skipped here, and the zone loaded, while the full
-    /// parser rejects the file.
+    /// Regression (fuzz `zone_yaml`, crash-bf689d4c and crash-2a20cf0f): a NUL (or any
+    /// control character YAML forbids), or a lone CR (a line break to YAML, not to
+    /// `str::lines`), in a comment line was skipped here and the zone loaded, while the
+    /// full parser rejects the file.
     #[test]
     fn declines_characters_yaml_forbids_even_in_comments() {
         let good = "zone: a.example.org\nrecords:\n  # comment\n  - { name: x, type: A, address: 192.0.2.1 }\n";
         assert!(agrees(good));
-        for bad in ["\0", "\u{7}", "\u{1b}", "\u{7f}", "\u{9f}", "\u{fffe}"] {
+        for bad in [
+            "\0", "\u{7}", "\u{1b}", "\u{7f}", "\u{9f}", "\u{fffe}", "\r", "\r\r", "\u{85}",
+            "\u{2028}", "\u{2029}",
+        ] {
             let text = good.replace("# comment", &format!("# com{bad}ment"));
             assert!(parse(&text).is_none(), "{bad:?}");
             assert!(
@@ -354,9 +374,15 @@ mod tests {
                 "{bad:?}: the full parser accepts it after all"
             );
         }
-        let crash = include_str!("../../tests/fixtures/fuzz/zone_yaml-nul-in-comment.yaml");
-        assert!(parse(crash).is_none());
-        assert!(full(crash).is_none());
+        for crash in [
+            include_str!("../../tests/fixtures/fuzz/zone_yaml-nul-in-comment.yaml"),
+            include_str!("../../tests/fixtures/fuzz/zone_yaml-cr-in-comment.yaml"),
+        ] {
+            assert!(parse(crash).is_none());
+            assert!(full(crash).is_none());
+        }
+        // CRLF line ends are fine.
+        assert!(agrees(&good.replace('\n', "\r\n")));
     }
 
     /// Many generated lines mixing every token kind: whenever the fast reader accepts one,
