@@ -103,6 +103,9 @@ impl Server {
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
+        let udp_loops = config
+            .dns
+            .udp_loops(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
         // Read at start only: a change of `api:` takes a restart.
@@ -132,11 +135,8 @@ impl Server {
         let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));
         let mut tasks = JoinSet::new();
         let mut dns_addrs = Vec::new();
-        let loops = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 16);
         for addr in listen {
-            let (udp, tcp) = bind_pair(addr, loops).await?;
+            let (udp, tcp) = bind_pair(addr, udp_loops).await?;
             let bound = tcp.local_addr()?;
             dns_addrs.push(bound);
             tracing::info!(%bound, udp_loops = udp.len(), "DNS listening on UDP and TCP");

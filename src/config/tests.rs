@@ -132,3 +132,21 @@ fn rate_limit_defaults_exempt_loopback_and_bad_values_name_their_field() {
     let e = Config::from_text(Path::new("c.yaml"), typo).unwrap_err();
     assert!(e.to_string().contains("per_second"), "{e}");
 }
+
+#[test]
+fn udp_threads_default_to_one_per_two_cores_and_are_bounded() {
+    let c = Config::from_text(Path::new("c.yaml"), "{}\n").unwrap();
+    assert_eq!(c.dns.udp_threads, None);
+    assert_eq!(c.dns.udp_loops(1), 1);
+    assert_eq!(c.dns.udp_loops(2), 1);
+    assert_eq!(c.dns.udp_loops(8), 4);
+    assert_eq!(c.dns.udp_loops(1000), super::MAX_UDP_THREADS);
+    let c = Config::from_text(Path::new("c.yaml"), "dns:\n  udp_threads: 3\n").unwrap();
+    assert_eq!(c.dns.udp_loops(2), 3);
+    let text = "dns:\n  listen: [\"127.0.0.1:5353\"]\n  udp_threads: 0\n";
+    let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("c.yaml:3"), "{msg}");
+    assert!(msg.contains("dns.udp_threads"), "{msg}");
+    assert!(msg.contains("between 1 and 64"), "{msg}");
+}

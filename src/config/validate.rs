@@ -51,6 +51,15 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
             "must be between 512 and 4096",
         );
     }
+    if let Some(n) = c.dns.udp_threads
+        && !(1..=super::MAX_UDP_THREADS).contains(&n)
+    {
+        err(
+            &mut out,
+            "dns.udp_threads",
+            format!("must be between 1 and {}", super::MAX_UDP_THREADS),
+        );
+    }
     if c.dns.tcp_max_connections == 0 {
         err(&mut out, "dns.tcp_max_connections", "must be at least 1");
     }
