@@ -140,7 +140,7 @@ fn udp_threads_default_to_one_per_two_cores_and_are_bounded() {
     assert_eq!(c.dns.udp_loops(1), 1);
     assert_eq!(c.dns.udp_loops(2), 1);
     assert_eq!(c.dns.udp_loops(8), 4);
-    assert_eq!(c.dns.udp_loops(1000), super::MAX_UDP_THREADS);
+    assert_eq!(c.dns.udp_loops(1000), MAX_UDP_THREADS);
     let c = Config::from_text(Path::new("c.yaml"), "dns:\n  udp_threads: 3\n").unwrap();
     assert_eq!(c.dns.udp_loops(2), 3);
     let text = "dns:\n  listen: [\"127.0.0.1:5353\"]\n  udp_threads: 0\n";
