@@ -14,7 +14,7 @@ use tokio::{
 
 use crate::{
     api::{self, AdminError, ApiState, ApiToken, TargetControl},
-    config::Config,
+    config::{Config, ConfigError, FileError},
     dns::{
         handler::Handler,
         server::{self, Limits},
@@ -44,7 +44,30 @@ pub fn load_reusing(
     path: &Path,
     previous: Option<&ZoneStore>,
 ) -> anyhow::Result<(Config, ZoneStore)> {
-    let config = Config::load(path).map_err(anyhow::Error::new)?;
+    let text = read_config(path)?;
+    load_text_reusing(path, &text, None, previous)
+}
+
+/// Reads the config file.
+pub fn read_config(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        anyhow::Error::new(ConfigError::from(FileError::whole(
+            path,
+            format!("cannot read config: {e}"),
+        )))
+    })
+}
+
+/// [`load_reusing`] with the config text already read; `previous_config` is the text and
+/// config in force, whose parse is reused if the text is the same.
+pub fn load_text_reusing(
+    path: &Path,
+    text: &str,
+    previous_config: Option<(&str, &Config)>,
+    previous: Option<&ZoneStore>,
+) -> anyhow::Result<(Config, ZoneStore)> {
+    let config =
+        Config::from_text_reusing(path, text, previous_config).map_err(anyhow::Error::new)?;
     let zones = zones::load_dir_reusing(&config.zones.dir, &config.zones.modes, previous)
         .map_err(anyhow::Error::new)?;
     Ok((config, zones))

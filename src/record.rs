@@ -16,6 +16,14 @@ use std::{
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DomainName(Arc<str>);
 
+/// Hash and equality are those of the text, so maps keyed by names can be searched with a
+/// `&str` (lower-case, with its trailing dot) without building a name.
+impl std::borrow::Borrow<str> for DomainName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Why a string is not a domain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -73,9 +81,23 @@ impl DomainName {
                 return Err(NameError::BadChar(s.to_owned(), c));
             }
         }
-        let mut owned = body.to_ascii_lowercase();
-        owned.push('.');
-        Ok(Self(Arc::from(owned)))
+        // One allocation (the `Arc`): lower-cased with its dot in a buffer on the stack
+        // (`body` is at most 253 bytes, checked above, and ASCII, checked label by label).
+        let mut buf = [0u8; 256];
+        let n = body.len();
+        let Some(dst) = buf.get_mut(..=n) else {
+            return Err(NameError::NameTooLong(s.to_owned()));
+        };
+        dst[..n].copy_from_slice(body.as_bytes());
+        dst[..n].make_ascii_lowercase();
+        dst[n] = b'.';
+        match std::str::from_utf8(dst) {
+            Ok(name) => Ok(Self(Arc::from(name))),
+            Err(_) => Err(NameError::BadChar(
+                s.to_owned(),
+                char::REPLACEMENT_CHARACTER,
+            )),
+        }
     }
 
     /// Builds a name from text already in presentation form (as hickory prints it), only
@@ -127,7 +149,21 @@ impl DomainName {
         if self.is_root() {
             Self::parse(labels)
         } else {
-            Self::parse(&format!("{labels}.{}", self.0))
+            // Joined on the stack: no allocation besides the new name's own.
+            let total = labels.len() + 1 + self.0.len();
+            let mut buf = [0u8; 512];
+            match buf.get_mut(..total) {
+                Some(dst) => {
+                    dst[..labels.len()].copy_from_slice(labels.as_bytes());
+                    dst[labels.len()] = b'.';
+                    dst[labels.len() + 1..].copy_from_slice(self.0.as_bytes());
+                    match std::str::from_utf8(dst) {
+                        Ok(joined) => Self::parse(joined),
+                        Err(_) => Self::parse(&format!("{labels}.{}", self.0)),
+                    }
+                }
+                None => Self::parse(&format!("{labels}.{}", self.0)),
+            }
         }
     }
 
@@ -585,6 +621,38 @@ mod tests {
                 .as_str(),
             "_sip._udp.pbx.example.org."
         );
+    }
+
+    #[test]
+    fn prepend_joins_validates_and_lowercases() {
+        let origin = DomainName::parse("Example.ORG").unwrap();
+        assert_eq!(
+            origin.prepend("_SIP._udp").unwrap().as_str(),
+            "_sip._udp.example.org."
+        );
+        assert_eq!(origin.prepend("*").unwrap().as_str(), "*.example.org.");
+        assert!(matches!(
+            origin.prepend("ñ"),
+            Err(NameError::BadChar(_, 'ñ'))
+        ));
+        assert!(matches!(
+            origin.prepend("a..b"),
+            Err(NameError::EmptyLabel(_))
+        ));
+        // Longer than a name may be, and longer than the stack buffer: an error either way.
+        let long = vec!["x".repeat(60); 5].join(".");
+        assert!(matches!(
+            origin.prepend(&long),
+            Err(NameError::NameTooLong(_))
+        ));
+        let longer = vec!["x".repeat(60); 9].join(".");
+        assert!(matches!(
+            origin.prepend(&longer),
+            Err(NameError::NameTooLong(_))
+        ));
+        // The longest name there is (253 characters) fits.
+        let max = format!("{}.y", vec!["x".repeat(62); 4].join("."));
+        assert_eq!(DomainName::parse(&max).unwrap().as_str().len(), 254);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Reloader {
     /// `.await`.
     write_lock: Mutex<()>,
     hooks: Mutex<Vec<ReloadHook>>,
+    /// The text of the config file in force, once a reload has read it: an unchanged
+    /// config is not parsed again when only a zone changed.
+    config_text: Mutex<Option<String>>,
 }
 
 impl Reloader {
@@ -61,6 +64,7 @@ impl Reloader {
             status: Mutex::new(status),
             write_lock: Mutex::new(()),
             hooks: Mutex::new(Vec::new()),
+            config_text: Mutex::new(None),
         }
     }
 
@@ -88,23 +92,33 @@ impl Reloader {
             .lock()
             .map_err(|_| "reload lock poisoned".to_owned())?;
         let current = self.resolver.data();
-        let loaded = app::load_reusing(&self.config_path, Some(&current.zones))
-            .map_err(|e| format!("{e:#}"));
+        let text = app::read_config(&self.config_path).map_err(|e| format!("{e:#}"));
+        let loaded = text.and_then(|text| {
+            let was = self.config_text.lock().ok().and_then(|t| t.clone());
+            let previous = was.as_deref().map(|was| (was, &*current.config));
+            app::load_text_reusing(&self.config_path, &text, previous, Some(&current.zones))
+                .map(|loaded| (loaded, text))
+                .map_err(|e| format!("{e:#}"))
+        });
         // `current` is released only after the swap: freeing a large old state (tens of ms
         // for 100,000 records) then happens after the new one is in force.
-        let result = loaded.and_then(|(config, zones)| {
+        let result = loaded.and_then(|((config, zones), text)| {
             self.resolver
                 .forwarder()
                 .reconfigure(&config.upstream)
                 .map_err(|e| format!("upstream settings rejected: {e}"))?;
-            Ok(Data {
+            let data = Data {
                 config: Arc::new(config),
                 zones: Arc::new(zones),
-            })
+            };
+            Ok((data, text))
         });
         match result {
-            Ok(data) => {
+            Ok((data, text)) => {
                 self.install(data);
+                if let Ok(mut t) = self.config_text.lock() {
+                    *t = Some(text);
+                }
                 tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
                 drop(current);
                 Ok(())

@@ -150,3 +150,22 @@ fn udp_threads_default_to_one_per_two_cores_and_are_bounded() {
     assert!(msg.contains("dns.udp_threads"), "{msg}");
     assert!(msg.contains("between 1 and 64"), "{msg}");
 }
+
+#[test]
+fn a_reload_reuses_the_parse_of_unchanged_config_text_but_validates_it_again() {
+    let path = Path::new("/etc/sipdns/c.yaml");
+    let text = "dns:\n  max_inflight: 100\n";
+    let mut previous = Config::from_text(path, text).unwrap();
+    // Not what `text` says: if it comes back, the parse was reused.
+    previous.dns.max_inflight = 7;
+    let c = Config::from_text_reusing(path, text, Some((text, &previous))).unwrap();
+    assert_eq!(c.dns.max_inflight, 7);
+    // Other text is parsed.
+    let other = "dns:\n  max_inflight: 200\n";
+    let c = Config::from_text_reusing(path, other, Some((text, &previous))).unwrap();
+    assert_eq!(c.dns.max_inflight, 200);
+    // A reused config is still validated.
+    previous.dns.max_inflight = 0;
+    let e = Config::from_text_reusing(path, text, Some((text, &previous))).unwrap_err();
+    assert!(e.to_string().contains("dns.max_inflight"), "{e}");
+}

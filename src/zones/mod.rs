@@ -11,7 +11,7 @@ mod load;
 pub mod schema;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -22,6 +22,56 @@ use crate::{
 };
 
 pub use load::{load_dir, load_dir_reusing, load_yaml_text, load_zone_file_text};
+
+/// Items of work below which a zone is read on one thread.
+const PARALLEL_FROM: usize = 20_000;
+
+/// How many threads to spread `items` pieces of work over: one below [`PARALLEL_FROM`],
+/// else one per core, at most 8.
+fn threads_for(items: usize) -> usize {
+    if items < PARALLEL_FROM {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// `f(offset, piece)` over `items` cut into `threads` pieces, each on its own scoped
+/// thread; the results in order. Large zones are read this way during a live reload. A
+/// piece whose thread cannot be started runs on the caller's; a panic is passed on.
+fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(usize, &[T]) -> R + Sync,
+) -> Vec<R> {
+    let n = threads.min(items.len()).max(1);
+    if n <= 1 {
+        return vec![f(0, items)];
+    }
+    let size = items.len().div_ceil(n);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let started: Vec<_> = items
+            .chunks(size)
+            .enumerate()
+            .map(|(k, piece)| {
+                let offset = k * size;
+                let handle = std::thread::Builder::new()
+                    .name("sipdns-zones".into())
+                    .spawn_scoped(scope, move || f(offset, piece));
+                (offset, piece, handle)
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|(offset, piece, handle)| match handle {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => f(offset, piece),
+            })
+            .collect()
+    })
+}
 
 /// Errors from loading zones: every problem found, each with file and line.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +98,7 @@ pub enum ZoneFormat {
 }
 
 /// One static zone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Zone {
     /// The zone apex.
     pub origin: DomainName,
@@ -60,10 +110,41 @@ pub struct Zone {
     pub file: PathBuf,
     /// File format.
     pub format: ZoneFormat,
-    /// Records by owner name (owners are all at or below the origin).
-    names: HashMap<DomainName, Vec<Rec>>,
-    /// Number of records.
-    len: usize,
+    /// Every record but the SOA, grouped by owner name (owners are all at or below the
+    /// origin): one allocation for the zone instead of one per name.
+    recs: Vec<Rec>,
+    /// Owner name -> its group in `groups`.
+    names: HashMap<DomainName, u32>,
+    /// Where each owner's records are in `recs`.
+    groups: Vec<Group>,
+    /// Names with other names below them (every proper ancestor of an owner, down from the
+    /// origin): RFC 1034 empty non-terminals and wildcard closest enclosers without a scan.
+    interior: HashSet<DomainName>,
+}
+
+/// Where one owner's records are in [`Zone::recs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    start: u32,
+    len: u32,
+}
+
+impl PartialEq for Zone {
+    /// Same origin, mode, SOA, file, format, and the same records under every name (in the
+    /// order they were given).
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin
+            && self.mode == other.mode
+            && self.soa == other.soa
+            && self.file == other.file
+            && self.format == other.format
+            && self.names.len() == other.names.len()
+            && self.recs.len() == other.recs.len()
+            && self
+                .names
+                .keys()
+                .all(|n| self.records_of(n) == other.records_of(n))
+    }
 }
 
 /// What a static zone says about (name, type).
@@ -90,40 +171,78 @@ impl Zone {
         format: ZoneFormat,
         records: Vec<Rec>,
     ) -> Self {
-        // Most owners have one or two records: size the map once instead of growing it
-        // through every power of two (100,000-record zones are reloaded live).
-        let mut names: HashMap<DomainName, Vec<Rec>> = HashMap::with_capacity(records.len());
-        let mut len = 0;
+        // 100,000-record zones are reloaded live: size the map once, one hash per record,
+        // no allocation per name; then the records are placed grouped by owner.
+        let mut names: HashMap<DomainName, u32> = HashMap::with_capacity(records.len());
+        let mut groups: Vec<Group> = Vec::new();
+        let mut interior: HashSet<DomainName> = HashSet::new();
+        let mut origin_in = false;
+        let mut group_of: Vec<u32> = Vec::with_capacity(records.len());
+        let mut kept: Vec<Option<Rec>> = Vec::with_capacity(records.len());
         for r in records {
-            if r.name.is_in(&origin) && r.rtype() != RType::SOA {
-                len += 1;
-                names.entry(r.name.clone()).or_default().push(r);
+            if !r.name.is_in(&origin) || r.rtype() == RType::SOA {
+                continue;
+            }
+            let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+            let g = *names.entry(r.name.clone()).or_insert(next);
+            if g == next {
+                groups.push(Group { start: 0, len: 0 });
+                // A new owner: its ancestors down from the origin have descendants.
+                mark_ancestors(&mut interior, &mut origin_in, &origin, &r.name);
+            }
+            if let Some(group) = groups.get_mut(g as usize) {
+                group.len += 1;
+            }
+            group_of.push(g);
+            kept.push(Some(r));
+        }
+        // Group k's records start after those of groups 0..k.
+        let mut at = 0u32;
+        for group in &mut groups {
+            group.start = at;
+            at = at.saturating_add(group.len);
+        }
+        let mut order = vec![0usize; kept.len()];
+        let mut fill: Vec<u32> = groups.iter().map(|g| g.start).collect();
+        for (i, g) in group_of.iter().enumerate() {
+            if let Some(f) = fill.get_mut(*g as usize) {
+                if let Some(slot) = order.get_mut(*f as usize) {
+                    *slot = i;
+                }
+                *f += 1;
             }
         }
+        let recs: Vec<Rec> = order
+            .into_iter()
+            .filter_map(|i| kept.get_mut(i).and_then(Option::take))
+            .collect();
         Self {
             origin,
             mode,
             soa,
             file,
             format,
+            recs,
             names,
-            len,
+            groups,
+            interior,
         }
     }
 
     /// Number of records (the SOA not counted).
     pub fn len(&self) -> usize {
-        self.len
+        self.recs.len()
     }
 
     /// True if the zone holds no record but its SOA.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.recs.is_empty()
     }
 
     /// Every record, SOA first, then by owner name.
     pub fn records(&self) -> Vec<Rec> {
-        let sorted: BTreeMap<&DomainName, &Vec<Rec>> = self.names.iter().collect();
+        let sorted: BTreeMap<&DomainName, &[Rec]> =
+            self.names.keys().map(|n| (n, self.records_of(n))).collect();
         std::iter::once(self.soa.clone())
             .chain(sorted.into_values().flatten().cloned())
             .collect()
@@ -131,7 +250,14 @@ impl Zone {
 
     /// The records of `name` (empty if none).
     pub fn records_of(&self, name: &DomainName) -> &[Rec] {
-        self.names.get(name).map_or(&[], Vec::as_slice)
+        self.names
+            .get(name)
+            .and_then(|&g| self.groups.get(g as usize))
+            .and_then(|g| {
+                let start = g.start as usize;
+                self.recs.get(start..start + g.len as usize)
+            })
+            .unwrap_or(&[])
     }
 
     /// What the zone says about (name, rtype). `name` must be in the zone.
@@ -140,7 +266,7 @@ impl Zone {
             return ZoneAnswer::Records(vec![self.soa.clone()]);
         }
         let found = match self.names.get(name) {
-            Some(recs) => Some((recs, None)),
+            Some(_) => Some((self.records_of(name), None)),
             None => self.wildcard(name).map(|recs| (recs, Some(name))),
         };
         let Some((recs, synth_owner)) = found else {
@@ -173,11 +299,11 @@ impl Zone {
     }
 
     fn has_descendants(&self, name: &DomainName) -> bool {
-        self.names.keys().any(|n| n != name && n.is_in(name))
+        self.interior.contains(name)
     }
 
     /// RFC 4592 §3.3.1: the wildcard at the closest encloser, if the name itself is absent.
-    fn wildcard(&self, name: &DomainName) -> Option<&Vec<Rec>> {
+    fn wildcard(&self, name: &DomainName) -> Option<&[Rec]> {
         let mut encloser = name.parent()?;
         loop {
             if !encloser.is_in(&self.origin) {
@@ -188,7 +314,10 @@ impl Zone {
                 || encloser == self.origin
             {
                 let wild = encloser.prepend("*").ok()?;
-                return self.names.get(&wild);
+                return self
+                    .names
+                    .contains_key(&wild)
+                    .then(|| self.records_of(&wild));
             }
             encloser = encloser.parent()?;
         }
@@ -201,6 +330,37 @@ impl Zone {
             soa.ttl = soa.ttl.min(*minimum);
         }
         soa
+    }
+}
+
+/// Adds every proper ancestor of `name` down from `origin` (included) to `interior`,
+/// stopping at the first one already there; allocates only for names not yet in it.
+/// `origin_in` says whether the origin is in already (most owners sit right under it: no
+/// hashing for those).
+fn mark_ancestors(
+    interior: &mut HashSet<DomainName>,
+    origin_in: &mut bool,
+    origin: &DomainName,
+    name: &DomainName,
+) {
+    let mut at = name.as_str();
+    while at.len() > origin.as_str().len() {
+        let Some((_, up)) = at.split_once('.') else {
+            return;
+        };
+        let up = if up.is_empty() { "." } else { up };
+        if up == origin.as_str() {
+            if !*origin_in {
+                interior.insert(origin.clone());
+                *origin_in = true;
+            }
+            return;
+        }
+        if interior.contains(up) {
+            return;
+        }
+        interior.insert(DomainName::from_presentation(up));
+        at = up;
     }
 }
 

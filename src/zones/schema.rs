@@ -13,7 +13,7 @@
 //! ```
 //! Names are relative to `zone` unless they end in a dot; `@` is the zone itself.
 
-use std::net::IpAddr;
+use std::{fmt::Write as _, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -248,26 +248,23 @@ pub fn soa_of(doc: &ZoneDoc) -> Result<Rec, FieldError> {
 
 impl RecordDoc {
     /// The fields set on this record, by name, for "does not belong to" checks.
-    fn set_fields(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        let mut add = |set: bool, name| {
-            if set {
-                v.push(name);
-            }
-        };
-        add(self.address.is_some(), "address");
-        add(self.priority.is_some(), "priority");
-        add(self.weight.is_some(), "weight");
-        add(self.port.is_some(), "port");
-        add(self.target.is_some(), "target");
-        add(self.order.is_some(), "order");
-        add(self.preference.is_some(), "preference");
-        add(self.flags.is_some(), "flags");
-        add(self.service.is_some(), "service");
-        add(self.regexp.is_some(), "regexp");
-        add(self.replacement.is_some(), "replacement");
-        add(self.text.is_some(), "text");
-        v
+    fn set_fields(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.address.is_some(), "address"),
+            (self.priority.is_some(), "priority"),
+            (self.weight.is_some(), "weight"),
+            (self.port.is_some(), "port"),
+            (self.target.is_some(), "target"),
+            (self.order.is_some(), "order"),
+            (self.preference.is_some(), "preference"),
+            (self.flags.is_some(), "flags"),
+            (self.service.is_some(), "service"),
+            (self.regexp.is_some(), "regexp"),
+            (self.replacement.is_some(), "replacement"),
+            (self.text.is_some(), "text"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
     }
 
     /// Checks and converts one record. `at` is its field path (`records[3]`).
@@ -310,7 +307,7 @@ impl RecordDoc {
                 ));
             }
         };
-        if let Some(extra) = self.set_fields().into_iter().find(|s| !allowed.contains(s)) {
+        if let Some(extra) = self.set_fields().find(|s| !allowed.contains(s)) {
             return Err(fe(
                 f(extra),
                 format!("`{extra}` does not belong to a {rtype} record"),
@@ -471,12 +468,29 @@ pub fn records_of(doc: &ZoneDoc) -> Result<(Rec, Vec<Rec>), Vec<FieldError>> {
         errors.push(fe("zone", "the root zone cannot be served statically"));
     }
     let soa = soa_of(doc).map_err(|e| errors.push(e)).ok();
+    // Large zones are converted on every core (a live reload of 100,000 records).
+    let pieces = super::par_map(
+        &doc.records,
+        super::threads_for(doc.records.len()),
+        |offset, piece| {
+            let mut recs = Vec::with_capacity(piece.len());
+            let mut errs = Vec::new();
+            let mut at = String::new();
+            for (i, r) in piece.iter().enumerate() {
+                at.clear();
+                let _ = write!(at, "records[{}]", offset + i);
+                match r.to_rec(&doc.zone, doc.ttl, &at) {
+                    Ok(rec) => recs.push(rec),
+                    Err(e) => errs.push(e),
+                }
+            }
+            (recs, errs)
+        },
+    );
     let mut recs = Vec::with_capacity(doc.records.len());
-    for (i, r) in doc.records.iter().enumerate() {
-        match r.to_rec(&doc.zone, doc.ttl, &format!("records[{i}]")) {
-            Ok(rec) => recs.push(rec),
-            Err(e) => errors.push(e),
-        }
+    for (r, e) in pieces {
+        recs.extend(r);
+        errors.extend(e);
     }
     // RFC 1034 §3.6.2: a CNAME owner has no other data.
     let mut cname_owners = std::collections::HashMap::new();
@@ -486,6 +500,9 @@ pub fn records_of(doc: &ZoneDoc) -> Result<(Rec, Vec<Rec>), Vec<FieldError>> {
         }
     }
     for (i, r) in recs.iter().enumerate() {
+        if cname_owners.is_empty() {
+            break;
+        }
         if let Some(&c) = cname_owners.get(&r.name)
             && c != i
         {

@@ -314,3 +314,57 @@ fn a_reload_reuses_unchanged_files_only() {
         RecordData::A("192.0.2.9".parse().unwrap())
     );
 }
+
+/// A zone large enough to be converted on every core (and read by the fast reader in
+/// pieces) gives the records the full path gives, errors keep their record index, and
+/// names below other names answer NODATA (empty non-terminals) without a scan.
+#[test]
+fn large_zones_load_in_parallel_like_small_ones() {
+    let mut text = String::from("zone: big.example.org\nttl: 300\nrecords:\n");
+    for i in 0..25_000 {
+        text.push_str(&format!(
+            "  - {{ name: h{i}.rack{}, type: A, address: 192.0.2.{} }}\n",
+            i % 10,
+            i % 250 + 1
+        ));
+    }
+    let path = Path::new("zones/big.yaml");
+    let zone = load_yaml_text(path, &text).unwrap();
+    assert_eq!(zone.len(), 25_000);
+    let doc: schema::ZoneDoc = yaml_serde::from_str(&text).unwrap();
+    let (soa, recs) = schema::records_of(&doc).unwrap();
+    let expected = Zone::new(
+        doc.zone.clone(),
+        doc.mode,
+        soa,
+        path.to_path_buf(),
+        ZoneFormat::Yaml,
+        recs,
+    );
+    assert_eq!(zone, expected);
+    assert_eq!(
+        zone.lookup(&n("h24999.rack9.big.example.org"), RType::A),
+        ZoneAnswer::Records(vec![Rec::new(
+            n("h24999.rack9.big.example.org"),
+            300,
+            RecordData::A("192.0.2.250".parse().unwrap())
+        )])
+    );
+    assert_eq!(
+        zone.lookup(&n("rack3.big.example.org"), RType::A),
+        ZoneAnswer::NoData
+    );
+    assert_eq!(
+        zone.lookup(&n("rack10.big.example.org"), RType::A),
+        ZoneAnswer::NxDomain
+    );
+    // A bad record deep in the second half: the error names its index and line.
+    let bad = text.replace(
+        "  - { name: h20000.rack0, type: A, address: 192.0.2.1 }\n",
+        "  - { name: h20000.rack0, type: A, address: 2001:db8::1 }\n",
+    );
+    assert_ne!(bad, text);
+    let e = load_yaml_text(path, &bad).unwrap_err().to_string();
+    assert!(e.contains("records[20000].address"), "{e}");
+    assert!(e.contains("zones/big.yaml:20004"), "{e}");
+}
