@@ -8,7 +8,10 @@
 //! lookups failed (SERVFAIL, timeout) is marked incomplete so the prober keeps that
 //! domain's previous targets instead of dropping servers because DNS hiccupped.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    time::Duration,
+};
 
 use futures::future::BoxFuture;
 
@@ -325,8 +328,11 @@ pub async fn discover(cfg: &SipConfig, lookup: &dyn Lookup) -> Discovery {
     for d in &cfg.domains {
         pass.complete = true;
         let mut found = discover_domain(&mut pass, d).await;
+        // A set, not `Vec::contains`: a domain may list thousands of targets, and this runs
+        // on every rediscovery.
+        let mut seen: HashSet<Found> = found.iter().cloned().collect();
         for f in config_targets(d) {
-            if !found.contains(&f) {
+            if seen.insert(f.clone()) {
                 found.push(f);
             }
         }
@@ -356,6 +362,8 @@ pub(crate) mod tests {
     #[derive(Default)]
     pub(crate) struct MapLookup {
         pub(crate) answers: Mutex<HashMap<(DomainName, RType), Answer>>,
+        /// Lookups answered so far.
+        pub(crate) asked: std::sync::atomic::AtomicUsize,
     }
 
     impl MapLookup {
@@ -382,6 +390,8 @@ pub(crate) mod tests {
 
     impl Lookup for MapLookup {
         fn lookup<'a>(&'a self, name: &'a DomainName, rtype: RType) -> BoxFuture<'a, Answer> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let a = self
                 .answers
                 .lock()

@@ -553,8 +553,9 @@ impl Engine {
                     .get(&dom.domain)
                     .cloned()
                     .unwrap_or_default();
+                let mut seen: HashSet<Found> = keep.iter().cloned().collect();
                 for f in dom.found {
-                    if !keep.contains(&f) {
+                    if seen.insert(f.clone()) {
                         keep.push(f);
                     }
                 }
@@ -664,6 +665,12 @@ impl Engine {
                 "new targets to probe"
             );
         }
+        // A new snapshot only if what answers are built from changed: a new generation
+        // empties the DNS answer cache, and rediscovery runs every time records expire.
+        let changed = !added.is_empty()
+            || !gone.is_empty()
+            || *self.by_host != by_host
+            || *self.host_domain != host_domain;
         self.by_host = Arc::new(by_host);
         self.host_domain = Arc::new(host_domain);
         self.shared
@@ -678,7 +685,9 @@ impl Engine {
             self.first_round = Some(pending);
             self.check_ready();
         }
-        self.dirty = true;
+        if changed {
+            self.dirty = true;
+        }
     }
 
     fn check_ready(&mut self) {

@@ -486,6 +486,39 @@ async fn discovered_targets_follow_dns() {
     assert_eq!(health(&r, &k1), Health::Up);
 }
 
+/// Rediscovery runs whenever records expire (here every second); when it finds what it
+/// found before, it publishes no new health snapshot, since a new generation empties the
+/// DNS answer cache.
+#[tokio::test]
+async fn an_unchanged_rediscovery_keeps_the_health_generation() {
+    let uas = FakeUas::udp(Mode::Answer("200 OK", "")).await;
+    let lookup = Arc::new(MapLookup::default());
+    lookup.add(srv(
+        "_sip._udp.pbx.example.org",
+        1,
+        uas.addr.port(),
+        "s1.example.org",
+    ));
+    lookup.add(a("s1.example.org", 1, "127.0.0.1"));
+    let cfg = SipConfig {
+        probe: probe_cfg(),
+        domains: vec![SipDomainConfig::new(n("pbx.example.org"))],
+    };
+    let r = start(&cfg, lookup.clone(), None);
+    let key = uas.key(Transport::Udp);
+    assert!(wait_for(LONG, || health(&r, &key) == Health::Up).await);
+    let generation = r.handle.snapshot().load().generation;
+    let asked = || lookup.asked.load(Ordering::Relaxed);
+    // Two more discovery rounds (each asks NAPTR, SRV, A, AAAA at least).
+    let before = asked();
+    assert!(wait_for(LONG, || asked() >= before + 8).await);
+    assert_eq!(health(&r, &key), Health::Up);
+    assert_eq!(r.handle.snapshot().load().generation, generation);
+    // A real change still publishes at once.
+    lookup.add(a("s1.example.org", 1, "127.0.0.2"));
+    assert!(wait_for(LONG, || r.handle.snapshot().load().generation > generation).await);
+}
+
 #[tokio::test]
 async fn ipv6_targets_use_their_own_socket() {
     let Ok(sock) = UdpSocket::bind("[::1]:0").await else {
