@@ -360,6 +360,8 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// `sipdns run`: runs until SIGTERM/SIGINT.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
     let (config, zones) = load(path).with_context(|| format!("loading {}", path.display()))?;
+    // What parsing left behind (the zone texts and documents) goes back to the system.
+    crate::memory::release_freed();
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::on_signals(shutdown.clone()));
     let mut server = Server::start(path, config, zones, shutdown).await?;

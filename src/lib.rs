@@ -33,6 +33,7 @@ pub mod app;
 pub mod config;
 pub mod dns;
 pub mod health;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

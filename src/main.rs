@@ -29,6 +29,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sipdns::memory::limit_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

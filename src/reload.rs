@@ -121,6 +121,7 @@ impl Reloader {
                 }
                 tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
                 drop(current);
+                crate::memory::release_freed();
                 Ok(())
             }
             Err(e) => {

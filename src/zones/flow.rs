@@ -21,9 +21,30 @@ use serde::{
 };
 
 use super::schema::{RecordDoc, ZoneDoc};
+use crate::record::Rec;
 
-/// Reads `text` if it has the common shape, else `None`.
+/// Reads `text` if it has the common shape, else `None`: the document.
+#[cfg(test)]
 pub(super) fn parse(text: &str) -> Option<ZoneDoc> {
+    let (mut doc, records) = read(text, |_, d| Some(d))?;
+    doc.records = records;
+    Some(doc)
+}
+
+/// Reads `text` if it has the common shape and every record converts, else `None`: the
+/// document without its records, and the records. Each record is converted right where it
+/// is read (on the reader's thread), so the documents of 100,000 records never exist at
+/// once. Errors are the full parser's to report, with their lines.
+pub(super) fn parse_records(text: &str) -> Option<(ZoneDoc, Vec<Rec>)> {
+    read(text, |doc, d| d.to_rec(&doc.zone, doc.ttl, "").ok())
+}
+
+/// The fast reader, turning each record's document into a `T` with `convert` (`None`
+/// declines the whole file).
+fn read<T: Send>(
+    text: &str,
+    convert: impl Fn(&ZoneDoc, RecordDoc) -> Option<T> + Sync,
+) -> Option<(ZoneDoc, Vec<T>)> {
     // YAML forbids most control characters anywhere, comments included (YAML 1.2 §5.1);
     // skipping comment lines must not let them through (found by fuzzing: a NUL in a
     // comment was accepted here and rejected by the full parser).
@@ -31,13 +52,17 @@ pub(super) fn parse(text: &str) -> Option<ZoneDoc> {
         return None;
     }
     let (header, body) = split_records(text)?;
-    let mut doc: ZoneDoc = yaml_serde::from_str(&format!("{header}records: []\n")).ok()?;
+    let doc: ZoneDoc = yaml_serde::from_str(&format!("{header}records: []\n")).ok()?;
     // A large zone is read in pieces on as many threads as there are cores (a reload of a
     // 100,000-record zone happens while the server runs); every piece must have the shape,
     // and all pieces the same indentation.
     let pieces = split_lines(body, super::threads_for(body.len() / AVERAGE_LINE));
+    let convert = |d: RecordDoc| convert(&doc, d);
     let read = super::par_map(&pieces, pieces.len(), |_, piece| {
-        piece.iter().map(|p| records(p)).collect::<Vec<_>>()
+        piece
+            .iter()
+            .map(|p| records(p, &convert))
+            .collect::<Vec<_>>()
     });
     let mut indent = None;
     let mut all = Vec::new();
@@ -54,8 +79,7 @@ pub(super) fn parse(text: &str) -> Option<ZoneDoc> {
             all.extend(recs);
         }
     }
-    doc.records = all;
-    Some(doc)
+    Some((doc, all))
 }
 
 /// Rough length of one record line, to count lines from bytes.
@@ -81,8 +105,12 @@ fn split_lines(text: &str, n: usize) -> Vec<&str> {
     pieces
 }
 
-/// The records of one piece of the body, and the indentation of its record lines.
-fn records(body: &str) -> Option<(Option<usize>, Vec<RecordDoc>)> {
+/// The records of one piece of the body, each through `convert`, and the indentation of
+/// its record lines.
+fn records<T>(
+    body: &str,
+    convert: &impl Fn(RecordDoc) -> Option<T>,
+) -> Option<(Option<usize>, Vec<T>)> {
     let mut indent = None;
     let mut records = Vec::with_capacity(body.len() / AVERAGE_LINE + 1);
     for line in body.lines() {
@@ -101,13 +129,12 @@ fn records(body: &str) -> Option<(Option<usize>, Vec<RecordDoc>)> {
         if !(trimmed.is_empty() || (trimmed.starts_with('#') && trimmed.len() < after.len())) {
             return None;
         }
-        records.push(
-            RecordDoc::deserialize(Map {
-                pairs: pairs.into_iter(),
-                value: None,
-            })
-            .ok()?,
-        );
+        let doc = RecordDoc::deserialize(Map {
+            pairs: pairs.into_iter(),
+            value: None,
+        })
+        .ok()?;
+        records.push(convert(doc)?);
     }
     Some((indent, records))
 }

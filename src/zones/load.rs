@@ -117,10 +117,19 @@ pub fn load_dir_reusing(
 pub fn load_yaml_text(path: &Path, text: &str) -> Result<Zone, ZoneError> {
     // The common one-record-a-line shape is read fast; anything else (and every error)
     // goes through the full YAML parser.
-    let doc: ZoneDoc = match super::flow::parse(text) {
-        Some(doc) => doc,
-        None => yaml::from_str(path, text)?,
-    };
+    if let Some((doc, recs)) = super::flow::parse_records(text)
+        && let Ok((soa, recs)) = schema::finish(&doc, recs, Vec::new())
+    {
+        return Ok(Zone::new(
+            doc.zone,
+            doc.mode,
+            soa,
+            path.to_path_buf(),
+            ZoneFormat::Yaml,
+            recs,
+        ));
+    }
+    let doc: ZoneDoc = yaml::from_str(path, text)?;
     zone_from_doc(path, text, doc)
 }
 

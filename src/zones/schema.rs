@@ -457,17 +457,6 @@ impl RecordDoc {
 
 /// Checks a whole document: every record converted, each problem with its field path.
 pub fn records_of(doc: &ZoneDoc) -> Result<(Rec, Vec<Rec>), Vec<FieldError>> {
-    let mut errors = Vec::new();
-    if doc.ttl > MAX_TTL {
-        errors.push(fe(
-            "ttl",
-            format!("{} is above the maximum TTL {MAX_TTL}", doc.ttl),
-        ));
-    }
-    if doc.zone.is_root() {
-        errors.push(fe("zone", "the root zone cannot be served statically"));
-    }
-    let soa = soa_of(doc).map_err(|e| errors.push(e)).ok();
     // Large zones are converted on every core (a live reload of 100,000 records).
     let pieces = super::par_map(
         &doc.records,
@@ -488,10 +477,33 @@ pub fn records_of(doc: &ZoneDoc) -> Result<(Rec, Vec<Rec>), Vec<FieldError>> {
         },
     );
     let mut recs = Vec::with_capacity(doc.records.len());
+    let mut errors = Vec::new();
     for (r, e) in pieces {
         recs.extend(r);
         errors.extend(e);
     }
+    finish(doc, recs, errors)
+}
+
+/// The checks of a whole zone once its records are converted (`errors` holds those of
+/// the conversion): the zone's own fields, its SOA, and CNAME owners with other data.
+pub fn finish(
+    doc: &ZoneDoc,
+    recs: Vec<Rec>,
+    conversion: Vec<FieldError>,
+) -> Result<(Rec, Vec<Rec>), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if doc.ttl > MAX_TTL {
+        errors.push(fe(
+            "ttl",
+            format!("{} is above the maximum TTL {MAX_TTL}", doc.ttl),
+        ));
+    }
+    if doc.zone.is_root() {
+        errors.push(fe("zone", "the root zone cannot be served statically"));
+    }
+    let soa = soa_of(doc).map_err(|e| errors.push(e)).ok();
+    errors.extend(conversion);
     // RFC 1034 §3.6.2: a CNAME owner has no other data.
     let mut cname_owners = std::collections::HashMap::new();
     for (i, r) in recs.iter().enumerate() {
