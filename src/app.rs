@@ -305,7 +305,7 @@ impl TargetControl for ProberTargets {
 }
 
 /// Binds `count` UDP sockets (SO_REUSEPORT, so the kernel spreads queries over one
-/// receive loop per core) and a TCP listener on the same address; with port 0, retries
+/// receive loop per socket) and a TCP listener on the same address; with port 0, retries
 /// until all get one port.
 async fn bind_pair(
     addr: SocketAddr,

@@ -1,6 +1,6 @@
 //! The listeners. Sockets are bound by the caller and passed in, so tests bind port 0.
 //!
-//! UDP: one receive loop per socket (one socket per core, SO_REUSEPORT), on its own thread
+//! UDP: one receive loop per socket (`dns.udp_threads` sockets, SO_REUSEPORT), on its own thread
 //! with batched `recvmmsg` / `sendmmsg` on Linux. Stored answers ([`Handler::fast`]) are
 //! written into buffers reused from batch to batch: no allocation, no task, no thread
 //! woken. Any other query's future is polled once in the loop: static and cached answers
