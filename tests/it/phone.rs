@@ -305,7 +305,7 @@ async fn run(source: Source, fault: Fault) {
     assert!(down_bound() + ttl < refresh() && up_bound() + ttl < refresh());
 
     let dir = tempfile::tempdir().unwrap();
-    let (p1, p2, sip_port) = (free_port(), free_port(), free_port());
+    let (p1, p2) = (free_port(), free_port());
     let (mut primary, mut secondary) = tokio::task::block_in_place(|| {
         (
             Registrar::start(dir.path(), "primary", PRIMARY, p1),
@@ -346,7 +346,6 @@ async fn run(source: Source, fault: Fault) {
 
     let mut phone = baresip(
         dir.path(),
-        sip_port,
         &PhoneConfig {
             aor: AOR,
             dns: s.dns,
@@ -576,7 +575,7 @@ async fn phone_fails_over_and_back_when_the_primary_hangs_records_upstream() {
 async fn phone_without_the_health_policy_times_out_on_the_dead_primary() {
     let t = Transport::Udp;
     let dir = tempfile::tempdir().unwrap();
-    let (p1, p2, sip_port) = (free_port(), free_port(), free_port());
+    let (p1, p2) = (free_port(), free_port());
     let (mut primary, mut secondary) = tokio::task::block_in_place(|| {
         (
             Registrar::start(dir.path(), "primary", PRIMARY, p1),
@@ -586,7 +585,6 @@ async fn phone_without_the_health_policy_times_out_on_the_dead_primary() {
     let s = server::start("", &[("pbx.example.org.yaml", &zone(t, p1, p2))]).await;
     let mut phone = baresip(
         dir.path(),
-        sip_port,
         &PhoneConfig {
             aor: AOR,
             dns: s.dns,

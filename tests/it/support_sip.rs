@@ -131,6 +131,13 @@ impl Peer {
         let _ = c.wait();
     }
 
+    /// True if the peer has exited.
+    pub(crate) fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Panics with the peer's log if it has exited.
     pub(crate) fn assert_running(&mut self) {
         if let Some(c) = &mut self.child
@@ -608,26 +615,58 @@ pub(crate) struct PhoneConfig<'a> {
 
 /// Starts baresip (no UI, no media) with its config in `dir/phone`, sipdns as its only DNS
 /// server, listening for SIP on 127.0.0.1:`sip_port` (UDP and TCP).
-pub(crate) fn baresip(dir: &Path, sip_port: u16, cfg: &PhoneConfig<'_>) -> Peer {
+pub(crate) fn baresip(dir: &Path, cfg: &PhoneConfig<'_>) -> Peer {
     let bin = require("baresip", "baresip-core");
     let home = dir.join("phone");
     std::fs::create_dir_all(&home).unwrap();
-    let fill = |name: &str| {
-        std::fs::read_to_string(fixtures().join("baresip").join(name))
-            .unwrap()
-            .replace("@MODULE_PATH@", &baresip_modules().display().to_string())
-            .replace("@SIP_LISTEN@", &format!("127.0.0.1:{sip_port}"))
-            .replace("@DNS_SERVER@", &cfg.dns.to_string())
-            .replace("@AOR@", cfg.aor)
-            .replace("@REGINT@", &cfg.regint.to_string())
-            .replace("@RWAIT@", &cfg.rwait.to_string())
-    };
-    std::fs::write(home.join("config"), fill("config")).unwrap();
-    std::fs::write(home.join("accounts"), fill("accounts")).unwrap();
-    std::fs::write(home.join("contacts"), "").unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(&home).arg("-f").arg(&home);
-    let mut peer = Peer::spawn("baresip", cmd, home.join("baresip.log"));
-    peer.assert_running();
-    peer
+    // baresip binds UDP and TCP on its port and TLS on the next one. A port found free can
+    // be taken by a concurrent test before baresip binds it; a start that fails with
+    // "Address already in use" is retried on other ports (at most five times).
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let sip_port = free_port_pair();
+        let fill = |name: &str| {
+            std::fs::read_to_string(fixtures().join("baresip").join(name))
+                .unwrap()
+                .replace("@MODULE_PATH@", &baresip_modules().display().to_string())
+                .replace("@SIP_LISTEN@", &format!("127.0.0.1:{sip_port}"))
+                .replace("@DNS_SERVER@", &cfg.dns.to_string())
+                .replace("@AOR@", cfg.aor)
+                .replace("@REGINT@", &cfg.regint.to_string())
+                .replace("@RWAIT@", &cfg.rwait.to_string())
+        };
+        std::fs::write(home.join("config"), fill("config")).unwrap();
+        std::fs::write(home.join("accounts"), fill("accounts")).unwrap();
+        std::fs::write(home.join("contacts"), "").unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&home).arg("-f").arg(&home);
+        let mut peer = Peer::spawn("baresip", cmd, home.join(format!("baresip-{attempt}.log")));
+        // Started once its last port (TLS, the next one) is taken, failed if it exited
+        // (bounded polling; a start takes milliseconds, and the phone registers at once).
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end
+            && !peer.exited()
+            && TcpListener::bind(("127.0.0.1", sip_port + 1)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if attempt < ATTEMPTS && peer.exited() && peer.log().contains("Address already in use") {
+            continue;
+        }
+        peer.assert_running();
+        return peer;
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+/// A loopback port free for UDP and TCP whose next port is free for TCP too (baresip's
+/// TLS transport).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of loopback ports");
 }
