@@ -118,16 +118,9 @@ pub fn load_yaml_text(path: &Path, text: &str) -> Result<Zone, ZoneError> {
     // The common one-record-a-line shape is read fast; anything else (and every error)
     // goes through the full YAML parser.
     if let Some((doc, recs)) = super::flow::parse_records(text)
-        && let Ok((soa, recs)) = schema::finish(&doc, recs, Vec::new())
+        && let Ok(checked) = schema::finish(&doc, recs, Vec::new())
     {
-        return Ok(Zone::new(
-            doc.zone,
-            doc.mode,
-            soa,
-            path.to_path_buf(),
-            ZoneFormat::Yaml,
-            recs,
-        ));
+        return Ok(yaml_zone(path, &doc, checked));
     }
     let doc: ZoneDoc = yaml::from_str(path, text)?;
     zone_from_doc(path, text, doc)
@@ -136,14 +129,7 @@ pub fn load_yaml_text(path: &Path, text: &str) -> Result<Zone, ZoneError> {
 /// Builds a zone from a document; field errors are located in `text`.
 pub(crate) fn zone_from_doc(path: &Path, text: &str, doc: ZoneDoc) -> Result<Zone, ZoneError> {
     match schema::records_of(&doc) {
-        Ok((soa, recs)) => Ok(Zone::new(
-            doc.zone.clone(),
-            doc.mode,
-            soa,
-            path.to_path_buf(),
-            ZoneFormat::Yaml,
-            recs,
-        )),
+        Ok(checked) => Ok(yaml_zone(path, &doc, checked)),
         Err(errs) => Err(ZoneError {
             errors: errs
                 .into_iter()
@@ -151,6 +137,18 @@ pub(crate) fn zone_from_doc(path: &Path, text: &str, doc: ZoneDoc) -> Result<Zon
                 .collect(),
         }),
     }
+}
+
+/// The zone of a checked YAML document: its SOA and records.
+fn yaml_zone(path: &Path, doc: &ZoneDoc, (soa, recs): (Rec, Vec<Rec>)) -> Zone {
+    Zone::new(
+        doc.zone.clone(),
+        doc.mode,
+        soa,
+        path.to_path_buf(),
+        ZoneFormat::Yaml,
+        recs,
+    )
 }
 
 /// `example.org.zone` -> `example.org.`
