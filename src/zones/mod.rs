@@ -250,14 +250,14 @@ impl Zone {
 
     /// The records of `name` (empty if none).
     pub fn records_of(&self, name: &DomainName) -> &[Rec] {
-        self.names
-            .get(name)
-            .and_then(|&g| self.groups.get(g as usize))
-            .and_then(|g| {
-                let start = g.start as usize;
-                self.recs.get(start..start + g.len as usize)
-            })
-            .unwrap_or(&[])
+        self.owned_by(name).unwrap_or(&[])
+    }
+
+    /// The records of `name` if it is an owner in the zone (one map lookup).
+    fn owned_by(&self, name: &DomainName) -> Option<&[Rec]> {
+        let g = self.groups.get(*self.names.get(name)? as usize)?;
+        let start = g.start as usize;
+        self.recs.get(start..start + g.len as usize)
     }
 
     /// What the zone says about (name, rtype). `name` must be in the zone.
@@ -265,8 +265,8 @@ impl Zone {
         if rtype == RType::SOA && name == &self.origin {
             return ZoneAnswer::Records(vec![self.soa.clone()]);
         }
-        let found = match self.names.get(name) {
-            Some(_) => Some((self.records_of(name), None)),
+        let found = match self.owned_by(name) {
+            Some(recs) => Some((recs, None)),
             None => self.wildcard(name).map(|recs| (recs, Some(name))),
         };
         let Some((recs, synth_owner)) = found else {
@@ -314,10 +314,7 @@ impl Zone {
                 || encloser == self.origin
             {
                 let wild = encloser.prepend("*").ok()?;
-                return self
-                    .names
-                    .contains_key(&wild)
-                    .then(|| self.records_of(&wild));
+                return self.owned_by(&wild);
             }
             encloser = encloser.parent()?;
         }
