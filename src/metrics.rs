@@ -32,6 +32,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Upstream requests sent (after coalescing).
     pub upstream_requests: IntCounterVec,
+    /// Upstream records dropped by the scrubber, by section (`answer`, `authority`,
+    /// `additional`).
+    pub upstream_scrubbed: IntCounterVec,
     /// Entries in the forwarder's cache.
     pub cache_entries: IntGauge,
     /// SIP OPTIONS probes by transport and result (`good`, `bad_code`, `timeout`,
@@ -192,6 +195,12 @@ impl Metrics {
                 "Upstream lookups started (after coalescing identical in-flight questions), by result.",
                 &["result"],
             ),
+            upstream_scrubbed: counter(
+                &r,
+                "sipdns_upstream_scrubbed_records_total",
+                "Records of upstream replies dropped because they do not belong to the question (off the CNAME chain, SOA/NS below the name, addresses nothing points to), by section.",
+                &["section"],
+            ),
             cache_entries,
             probes: counter(
                 &r,
@@ -272,6 +281,9 @@ impl Metrics {
         }
         for k in ["timeout", "servfail", "refused", "io", "other"] {
             let _ = self.upstream_errors.with_label_values(&[k]);
+        }
+        for s in ["answer", "authority", "additional"] {
+            let _ = self.upstream_scrubbed.with_label_values(&[s]);
         }
         for t in TRANSPORTS {
             for r in [

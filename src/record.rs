@@ -238,6 +238,18 @@ impl RType {
     pub const OPT: Self = Self(41);
     /// Any type (meta-query).
     pub const ANY: Self = Self(255);
+    /// DNSSEC signature (RFC 4034).
+    pub const RRSIG: Self = Self(46);
+    /// Authenticated denial (RFC 4034).
+    pub const NSEC: Self = Self(47);
+    /// Hashed authenticated denial (RFC 5155).
+    pub const NSEC3: Self = Self(50);
+
+    /// RRSIG, NSEC or NSEC3: the records a client gets only when it sets DO (or asks for
+    /// that type), RFC 4035 §3.2.1.
+    pub fn is_dnssec(self) -> bool {
+        matches!(self, Self::RRSIG | Self::NSEC | Self::NSEC3)
+    }
 
     const NAMES: [(Self, &'static str); 12] = [
         (Self::A, "A"),
@@ -556,6 +568,20 @@ impl Source {
     }
 }
 
+/// How long a reply built from an answer may be reused for the same question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// As long as the data it was built from is fresh (the answer cache's rules by source).
+    #[default]
+    Fresh,
+    /// Given because upstream failed (a fallback zone's static data, a stale answer, the
+    /// static half of a merge): no longer than `upstream.retry_after`, then upstream is
+    /// asked again.
+    UntilRetry,
+    /// Drawn per response (the health policy's weighted-random SRV order): never reused.
+    Never,
+}
+
 /// A complete answer to one question, before it is put on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -571,6 +597,11 @@ pub struct Answer {
     pub additional: Vec<Rec>,
     /// Where it came from.
     pub source: Source,
+    /// AD: an upstream marked `trusted_ad` validated it (RFC 4035 §3.2.3). Never set on
+    /// data sipdns made or changed.
+    pub authentic_data: bool,
+    /// How long a reply built from it may be reused.
+    pub reuse: Reuse,
 }
 
 impl Answer {
@@ -583,6 +614,8 @@ impl Answer {
             authority: Vec::new(),
             additional: Vec::new(),
             source,
+            authentic_data: false,
+            reuse: Reuse::Fresh,
         }
     }
 
@@ -597,6 +630,16 @@ impl Answer {
             answers,
             ..Self::empty(Rcode::NoError, source)
         }
+    }
+
+    /// The answer without DNSSEC records and with AD clear: what sipdns makes or rewrites
+    /// itself carries no signature that would no longer match (RFC 4035 §3.2).
+    pub fn without_dnssec(mut self) -> Self {
+        for s in [&mut self.answers, &mut self.authority, &mut self.additional] {
+            s.retain(|r| !r.rtype().is_dnssec());
+        }
+        self.authentic_data = false;
+        self
     }
 
     /// True for NXDOMAIN, or NOERROR with no record of the asked type (NODATA).

@@ -135,9 +135,10 @@ impl Default for RateLimitConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Upstream resolvers as `ip:port`. Leave empty to use `resolv_conf`.
+    /// Upstream resolvers as `ip:port`, or `{ address: ip:port, trusted_ad: true }` for a
+    /// validating resolver whose AD bit is relayed. Leave empty to use `resolv_conf`.
     #[serde(default)]
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<UpstreamServer>,
     /// Read upstream resolvers from this resolv.conf when `servers` is empty.
     #[serde(default = "default_resolv_conf")]
     pub resolv_conf: PathBuf,
@@ -161,6 +162,86 @@ pub struct UpstreamConfig {
     /// stale and keep refreshing in the background (RFC 8767 "client response timer").
     #[serde(default = "default_stale_answer_after", with = "human")]
     pub stale_answer_after: Duration,
+    /// How long an answer given *because* upstream failed (a fallback zone's static data,
+    /// a stale answer, a merge zone's static half) is reused before upstream is asked again.
+    #[serde(default = "default_retry_after", with = "human")]
+    pub retry_after: Duration,
+}
+
+/// One upstream resolver: `ip:port`, or `{ address, trusted_ad }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(from = "UpstreamServerRepr", into = "UpstreamServerRepr")]
+pub struct UpstreamServer {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Relay its AD bit (RFC 4035 §3.2.3) to clients: set only for a validating resolver
+    /// reached over a path you trust (RFC 6840 §5.8). Default false: AD is cleared.
+    pub trusted_ad: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(untagged)]
+enum UpstreamServerRepr {
+    Address(SocketAddr),
+    Full(UpstreamServerFull),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamServerFull {
+    address: SocketAddr,
+    #[serde(default)]
+    trusted_ad: bool,
+}
+
+impl From<UpstreamServerRepr> for UpstreamServer {
+    fn from(r: UpstreamServerRepr) -> Self {
+        match r {
+            UpstreamServerRepr::Address(address) => Self {
+                address,
+                trusted_ad: false,
+            },
+            UpstreamServerRepr::Full(f) => Self {
+                address: f.address,
+                trusted_ad: f.trusted_ad,
+            },
+        }
+    }
+}
+
+impl From<UpstreamServer> for UpstreamServerRepr {
+    fn from(s: UpstreamServer) -> Self {
+        if s.trusted_ad {
+            Self::Full(UpstreamServerFull {
+                address: s.address,
+                trusted_ad: true,
+            })
+        } else {
+            Self::Address(s.address)
+        }
+    }
+}
+
+impl From<SocketAddr> for UpstreamServer {
+    fn from(address: SocketAddr) -> Self {
+        Self {
+            address,
+            trusted_ad: false,
+        }
+    }
+}
+
+impl std::str::FromStr for UpstreamServer {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<SocketAddr>().map(Self::from)
+    }
+}
+
+impl std::fmt::Display for UpstreamServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.address.fmt(f)
+    }
 }
 
 /// `zones:` — static entries.
@@ -507,6 +588,7 @@ impl Default for UpstreamConfig {
             serve_stale: default_serve_stale(),
             stale_ttl: default_stale_ttl(),
             stale_answer_after: default_stale_answer_after(),
+            retry_after: default_retry_after(),
         }
     }
 }
@@ -637,6 +719,9 @@ fn default_stale_ttl() -> u32 {
 }
 fn default_stale_answer_after() -> Duration {
     Duration::from_millis(1800)
+}
+fn default_retry_after() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_zones_dir() -> PathBuf {
     PathBuf::from("zones")

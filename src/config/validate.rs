@@ -85,7 +85,7 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
 
     let u = &c.upstream;
     let mut seen_up = HashSet::new();
-    for (i, a) in u.servers.iter().enumerate() {
+    for (i, a) in u.servers.iter().map(|s| &s.address).enumerate() {
         if !seen_up.insert(a) {
             err(
                 &mut out,

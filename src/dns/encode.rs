@@ -11,29 +11,69 @@
 
 use std::collections::HashMap;
 
+use super::header;
 use crate::record::{Answer, RType, Rcode, Rec, RecordData};
+
+/// The client's OPT record, as the reply answers it (RFC 6891 §6.1.1, RFC 3225 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opt {
+    /// The UDP payload size the reply advertises (ours, not the client's).
+    pub payload: u16,
+    /// The client's DO bit, echoed.
+    pub dnssec_ok: bool,
+}
+
+/// What a reply echoes from the query's header, whatever the reply is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// ID to echo.
+    pub id: u16,
+    /// Opcode to echo.
+    pub opcode: u8,
+    /// Recursion desired, echoed.
+    pub rd: bool,
+    /// Checking disabled, echoed (RFC 4035 §3.2.2).
+    pub cd: bool,
+    /// The client's AD bit (RFC 6840 §5.7: it asks for AD in the reply).
+    pub ad: bool,
+    /// Present when the query carried OPT: then, and only then, the reply carries one.
+    pub opt: Option<Opt>,
+}
+
+impl Head {
+    /// True when the client set DO.
+    pub fn dnssec_ok(&self) -> bool {
+        self.opt.is_some_and(|o| o.dnssec_ok)
+    }
+}
 
 /// The question as the client wrote it.
 #[derive(Debug, Clone)]
 pub struct WireQuestion<'a> {
-    /// ID to echo.
-    pub id: u16,
+    /// What the reply echoes from the header.
+    pub head: Head,
     /// The question name in wire form (labels with the client's case), root included.
     pub qname_wire: &'a [u8],
     /// Query type.
     pub qtype: u16,
-    /// Recursion desired.
-    pub rd: bool,
-    /// Checking disabled.
-    pub cd: bool,
-    /// Add an OPT record advertising this payload size (when the client sent EDNS).
-    pub opt_payload: Option<u16>,
 }
+
+/// Length of our OPT record (no options).
+const OPT_LEN: usize = 11;
 
 struct Writer {
     buf: Vec<u8>,
     /// Lower-cased presentation suffix -> offset of its first label.
     names: HashMap<Vec<u8>, u16>,
+    /// Keys added to `names`, in order, so an RRset that does not fit can be taken back.
+    added: Vec<Vec<u8>>,
+}
+
+/// A point a [`Writer`] can return to.
+#[derive(Clone, Copy)]
+struct Mark {
+    len: usize,
+    added: usize,
 }
 
 /// Splits a presentation-form name (`a.b.c.`, with `\.` and `\DDD` escapes) into labels.
@@ -87,7 +127,23 @@ impl Writer {
         Self {
             buf: Vec::with_capacity(512),
             names: HashMap::new(),
+            added: Vec::new(),
         }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            len: self.buf.len(),
+            added: self.added.len(),
+        }
+    }
+
+    /// Takes back everything written since `m`, compression targets included.
+    fn rollback(&mut self, m: Mark) {
+        for k in self.added.drain(m.added..) {
+            self.names.remove(&k);
+        }
+        self.buf.truncate(m.len);
     }
 
     fn u16(&mut self, v: u16) {
@@ -124,8 +180,9 @@ impl Writer {
                 return;
             }
             let here = self.buf.len();
-            if here < 0x3FFF {
-                self.names.entry(k).or_insert(here as u16);
+            if here < 0x3FFF && !self.names.contains_key(&k) {
+                self.names.insert(k.clone(), here as u16);
+                self.added.push(k);
             }
             self.buf.push(ls[i].len() as u8);
             self.buf.extend_from_slice(&ls[i]);
@@ -212,14 +269,50 @@ impl Writer {
         self.buf[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
     }
 
-    fn opt(&mut self, payload: u16, rcode: Rcode) {
+    fn opt(&mut self, opt: Opt, rcode: Rcode) {
         self.buf.push(0);
         self.u16(RType::OPT.0);
-        self.u16(payload);
-        // Extended rcode (high 8 bits), version 0, flags 0.
+        self.u16(opt.payload);
+        // Extended rcode (high 8 bits), version 0, DO echoed (RFC 3225 §3), no options.
         let high = (rcode_value(rcode) >> 4) as u8;
-        self.u32(u32::from(high) << 24);
+        self.buf.push(high);
+        self.buf.push(0);
+        self.u16(if opt.dnssec_ok { header::EDNS_DO } else { 0 });
         self.u16(0);
+    }
+
+    fn set_count(&mut self, at: usize, n: usize) {
+        let n = u16::try_from(n).unwrap_or(u16::MAX);
+        self.buf[at..at + 2].copy_from_slice(&n.to_be_bytes());
+    }
+
+    /// Header (counts zero, filled later) and the question, if any.
+    fn start(
+        &mut self,
+        head: &Head,
+        flags: u16,
+        rcode: Rcode,
+        question: Option<(&[u8], u16, u16)>,
+    ) {
+        self.u16(head.id);
+        let mut f = flags | header::QR | (u16::from(head.opcode & 0x0F) << header::OPCODE_SHIFT);
+        if head.rd {
+            f |= header::RD;
+        }
+        if head.cd {
+            f |= header::CD;
+        }
+        f |= rcode_value(rcode) & header::RCODE_MASK;
+        self.u16(f);
+        self.u16(u16::from(question.is_some()));
+        self.u16(0);
+        self.u16(0);
+        self.u16(0);
+        if let Some((qname, qtype, qclass)) = question {
+            self.wire_name(qname);
+            self.u16(qtype);
+            self.u16(qclass);
+        }
     }
 }
 
@@ -236,64 +329,108 @@ fn rcode_value(r: Rcode) -> u16 {
     }
 }
 
-/// Encodes a response: header, the question as the client wrote it, then the sections, as
-/// many as fit in `limit` (ADDITIONAL dropped first, then AUTHORITY of a positive answer;
-/// TC only when the ANSWER section does not fit). Returns the bytes and whether TC was set.
+/// A reply with no records: the header, the question when there is one, and an OPT record
+/// exactly when the query had one (RFC 6891 §7). Used for FORMERR, REFUSED, NOTIMP, BADVERS
+/// and the rate limiter's TC slips. `flags` adds bits such as RA or TC.
+pub fn bare(head: &Head, question: Option<(&[u8], u16, u16)>, rcode: Rcode, flags: u16) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.start(head, flags, rcode, question);
+    if let Some(opt) = head.opt {
+        w.opt(opt, rcode);
+        w.set_count(header::ARCOUNT, 1);
+    }
+    w.buf
+}
+
+/// Groups records into RRsets (same owner and type), in order of first appearance.
+fn rrsets(recs: &[&Rec]) -> Vec<Vec<usize>> {
+    let mut sets: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<(&str, RType), usize> = HashMap::new();
+    for (i, r) in recs.iter().enumerate() {
+        let k = (r.name.as_str(), r.rtype());
+        match index.get(&k) {
+            Some(&s) => sets[s].push(i),
+            None => {
+                index.insert(k, sets.len());
+                sets.push(vec![i]);
+            }
+        }
+    }
+    sets
+}
+
+/// Encodes a response within `limit` bytes:
+///
+/// - ANSWER whole, or nothing and TC (RFC 2181 §9: TC only when the answer itself does not
+///   fit);
+/// - AUTHORITY whole if it fits; a negative answer without its SOA is TC too;
+/// - ADDITIONAL RRset by RRset in the order the resolver put them (RFC 3263 order), every
+///   whole RRset that still fits, the others left out;
+/// - OPT when, and only when, the query had one, with DO echoed; RRSIG, NSEC and NSEC3
+///   records only for a client that set DO (or asked for that type), AD only on an answer
+///   marked authentic for a client that set DO or AD (RFC 4035 §3.2, RFC 6840 §5.8).
+///
+/// Returns the bytes and whether TC was set.
 pub fn response(q: &WireQuestion<'_>, answer: &Answer, limit: usize) -> (Vec<u8>, bool) {
-    let attempt = |answers: &[Rec], authority: &[Rec], additional: &[Rec], tc: bool| -> Vec<u8> {
-        let mut w = Writer::new();
-        w.u16(q.id);
-        let mut flags: u16 = 0x8000; // QR
-        if answer.authoritative {
-            flags |= 0x0400;
-        }
-        if tc {
-            flags |= 0x0200;
-        }
-        if q.rd {
-            flags |= 0x0100;
-        }
-        flags |= 0x0080; // RA
-        if q.cd {
-            flags |= 0x0010;
-        }
-        flags |= rcode_value(answer.rcode) & 0x000F;
-        w.u16(flags);
-        w.u16(1);
-        w.u16(answers.len() as u16);
-        w.u16(authority.len() as u16);
-        w.u16((additional.len() + usize::from(q.opt_payload.is_some())) as u16);
-        w.wire_name(q.qname_wire);
-        w.u16(q.qtype);
-        w.u16(1);
-        for r in answers.iter().chain(authority).chain(additional) {
-            w.record(r);
-        }
-        if let Some(p) = q.opt_payload {
-            w.opt(p, answer.rcode);
-        }
-        w.buf
+    let head = &q.head;
+    let dnssec_ok = head.dnssec_ok();
+    let keep = |r: &&Rec| dnssec_ok || !r.rtype().is_dnssec() || r.rtype().0 == q.qtype;
+    let answers: Vec<&Rec> = answer.answers.iter().filter(keep).collect();
+    let authority: Vec<&Rec> = answer.authority.iter().filter(keep).collect();
+    let additional: Vec<&Rec> = answer.additional.iter().filter(keep).collect();
+    let room = limit.saturating_sub(if head.opt.is_some() { OPT_LEN } else { 0 });
+
+    let mut flags = header::RA;
+    if answer.authoritative {
+        flags |= header::AA;
+    }
+    if answer.authentic_data && (dnssec_ok || head.ad) {
+        flags |= header::AD;
+    }
+    let question = Some((q.qname_wire, q.qtype, 1));
+    let mut w = Writer::new();
+    w.start(head, flags, answer.rcode, question);
+    for r in &answers {
+        w.record(r);
+    }
+    let truncated = |w: Writer| -> (Vec<u8>, bool) {
+        drop(w);
+        (bare(head, question, answer.rcode, flags | header::TC), true)
     };
-    let full = attempt(
-        &answer.answers,
-        &answer.authority,
-        &answer.additional,
-        false,
-    );
-    if full.len() <= limit {
-        return (full, false);
+    if w.buf.len() > room {
+        return truncated(w);
     }
-    let no_add = attempt(&answer.answers, &answer.authority, &[], false);
-    if no_add.len() <= limit {
-        return (no_add, false);
+    let m = w.mark();
+    for r in &authority {
+        w.record(r);
     }
-    if !answer.answers.is_empty() {
-        let bare = attempt(&answer.answers, &[], &[], false);
-        if bare.len() <= limit {
-            return (bare, false);
+    let mut nauth = authority.len();
+    if w.buf.len() > room {
+        if answers.is_empty() {
+            return truncated(w);
+        }
+        w.rollback(m);
+        nauth = 0;
+    }
+    let mut nadd = 0;
+    for set in rrsets(&additional) {
+        let m = w.mark();
+        for &i in &set {
+            w.record(additional[i]);
+        }
+        if w.buf.len() > room {
+            w.rollback(m);
+        } else {
+            nadd += set.len();
         }
     }
-    (attempt(&[], &[], &[], true), true)
+    if let Some(opt) = head.opt {
+        w.opt(opt, answer.rcode);
+    }
+    w.set_count(header::ANCOUNT, answers.len());
+    w.set_count(header::NSCOUNT, nauth);
+    w.set_count(header::ARCOUNT, nadd + usize::from(head.opt.is_some()));
+    (w.buf, false)
 }
 
 #[cfg(test)]
@@ -319,12 +456,19 @@ mod tests {
     fn compresses_owners_into_the_question_and_keeps_client_case() {
         let qn = wire("PbX.Example.ORG.");
         let q = WireQuestion {
-            id: 7,
+            head: Head {
+                id: 7,
+                opcode: 0,
+                rd: true,
+                cd: false,
+                ad: false,
+                opt: Some(Opt {
+                    payload: 1232,
+                    dnssec_ok: false,
+                }),
+            },
             qname_wire: &qn,
             qtype: 35,
-            rd: true,
-            cd: false,
-            opt_payload: Some(1232),
         };
         let naptr = |order, svc: &str, repl: &str| {
             Rec::new(
@@ -399,12 +543,16 @@ mod tests {
     fn every_record_type_round_trips_through_a_decoder() {
         let qn = wire("x.example.org.");
         let q = WireQuestion {
-            id: 1,
+            head: Head {
+                id: 1,
+                opcode: 0,
+                rd: false,
+                cd: true,
+                ad: false,
+                opt: None,
+            },
             qname_wire: &qn,
             qtype: 255,
-            rd: false,
-            cd: true,
-            opt_payload: None,
         };
         let recs = vec![
             Rec::new(

@@ -21,7 +21,7 @@ use std::{
 
 use prometheus::IntCounter;
 
-use crate::record::Source;
+use super::header;
 
 /// A question read without a full parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct Quick {
     pub qtype: u16,
     /// EDNS payload size, if an OPT record came with it.
     pub edns_payload: Option<u16>,
+    /// The DO bit of that OPT record.
+    pub dnssec_ok: bool,
 }
 
 /// Reads the common query shape; `None` for anything else (the full parser decides).
@@ -39,9 +41,9 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
     if p.len() < 17 {
         return None;
     }
-    let flags = u16::from_be_bytes([p[2], p[3]]);
+    let flags = header::flags(p);
     // QR must be 0, opcode QUERY.
-    if flags & 0xF800 != 0 {
+    if flags & (header::QR | header::OPCODE_MASK) != 0 {
         return None;
     }
     let count = |i: usize| u16::from_be_bytes([p[i], p[i + 1]]);
@@ -73,6 +75,7 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
     }
     i += 4;
     let mut edns_payload = None;
+    let mut dnssec_ok = false;
     if count(10) == 1 {
         // OPT: root name, type 41, class = payload, ttl = ext rcode | version | flags.
         if *p.get(i)? != 0 || u16::from_be_bytes([*p.get(i + 1)?, *p.get(i + 2)?]) != 41 {
@@ -83,6 +86,7 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
         if version != 0 {
             return None;
         }
+        dnssec_ok = u16::from_be_bytes([*p.get(i + 7)?, *p.get(i + 8)?]) & header::EDNS_DO != 0;
         let rdlen = usize::from(u16::from_be_bytes([*p.get(i + 9)?, *p.get(i + 10)?]));
         i += 11 + rdlen;
         edns_payload = Some(payload);
@@ -94,10 +98,12 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
         qname_end,
         qtype,
         edns_payload,
+        dnssec_ok,
     })
 }
 
-/// The longest cache key: a 255-byte name, type, budget and transport.
+/// The longest cache key: a 255-byte name, type, budget, and a byte of bits that change the
+/// reply (transport, OPT present, DO, CD, AD).
 pub const KEY_MAX: usize = 255 + 2 + 3 + 1;
 
 /// Room for one cache key on the stack.
@@ -117,9 +123,11 @@ impl Default for KeyBuf {
 }
 
 /// The cache key of a quick question under a size budget and transport: the lower-cased
-/// name, type, budget and transport, written into `buf`. ([`quick`] bounds the name to 255
-/// bytes.)
+/// name, type, budget, and every bit of the query that changes the reply (transport, OPT
+/// present or not, DO, CD, AD), written into `buf`. Only the ID, RD and the name's case are
+/// not in it: a hit patches those in. ([`quick`] bounds the name to 255 bytes.)
 pub fn key_into<'a>(p: &[u8], q: &Quick, limit: usize, tcp: bool, buf: &'a mut KeyBuf) -> &'a [u8] {
+    let flags = header::flags(p);
     let name = &p[12..q.qname_end];
     let k = &mut buf.0;
     let n = name.len();
@@ -128,7 +136,11 @@ pub fn key_into<'a>(p: &[u8], q: &Quick, limit: usize, tcp: bool, buf: &'a mut K
     }
     k[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
     k[n + 2..n + 5].copy_from_slice(&(limit as u32).to_be_bytes()[1..]);
-    k[n + 5] = u8::from(tcp);
+    k[n + 5] = u8::from(tcp)
+        | u8::from(q.edns_payload.is_some()) << 1
+        | u8::from(q.dnssec_ok) << 2
+        | u8::from(flags & header::CD != 0) << 3
+        | u8::from(flags & header::AD != 0) << 4;
     &k[..n + 6]
 }
 
@@ -235,26 +247,22 @@ impl AnswerCache {
         drop(map);
         out[0] = request[0];
         out[1] = request[1];
-        // RD (0x01 of byte 2) and CD (0x10 of byte 3) follow the request.
-        out[2] = (out[2] & !0x01) | (request[2] & 0x01);
-        out[3] = (out[3] & !0x10) | (request[3] & 0x10);
+        // RD follows the request (everything else that differs is in the key).
+        let rd = (header::RD >> 8) as u8;
+        out[2] = (out[2] & !rd) | (request[2] & rd);
         out[12..q.qname_end].copy_from_slice(&request[12..q.qname_end]);
         true
     }
 
-    /// Stores a response.
+    /// Stores a response for `life`.
     pub fn put(
         &self,
         key: Vec<u8>,
         bytes: &[u8],
         generation: u128,
-        source: Source,
+        life: Duration,
         series: Series,
     ) {
-        let life = match source {
-            Source::Static | Source::Synthesized => Duration::from_secs(60),
-            _ => Duration::from_secs(1),
-        };
         let (h, shard) = self.locate(&key);
         let Ok(mut map) = shard.lock() else {
             return;
@@ -374,7 +382,7 @@ mod tests {
             key(&a, &qa, 512, false),
             &stored,
             7,
-            Source::Static,
+            Duration::from_secs(60),
             s.clone(),
         );
         let mut b2 = b.clone();
@@ -412,7 +420,13 @@ mod tests {
     fn capacity_is_bounded() {
         let cache = AnswerCache::new(32);
         for i in 0..1000u32 {
-            cache.put(i.to_be_bytes().to_vec(), b"x", 1, Source::Static, series());
+            cache.put(
+                i.to_be_bytes().to_vec(),
+                b"x",
+                1,
+                Duration::from_secs(60),
+                series(),
+            );
         }
         assert!(cache.len() <= 32 + SHARDS, "{}", cache.len());
     }

@@ -13,7 +13,14 @@
 //! Every step reports what it did through metrics; nothing here logs per query above
 //! `debug`.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
 
 use ipnet::IpNet;
 
@@ -26,8 +33,9 @@ use super::{
 };
 use crate::{
     metrics::Metrics,
-    record::{Answer, Rcode, RecordData},
-    resolve::Resolver,
+    record::{Answer, Rcode, Reuse, Source},
+    resolve::{Data, Resolver},
+    upstream::Want,
 };
 
 /// Which transport a query came over (a metric label).
@@ -67,6 +75,21 @@ pub fn allowed(allow: &[IpNet], ip: std::net::IpAddr) -> bool {
     allow.iter().any(|n| n.contains(&ip))
 }
 
+/// What [`Handler::step`] did with a request.
+pub enum Step {
+    /// The reply is in the caller's buffer.
+    Ready,
+    /// Nothing is to be sent.
+    Drop,
+    /// The reply waits for upstream: await this future (`None`: send nothing). The caller
+    /// bounds how many of these wait at once and answers [`Handler::overloaded`] past that.
+    Wait(Pending),
+}
+
+/// The rest of one query that must wait for upstream, boxed so that the UDP loops can poll
+/// it in place and move it to a task.
+pub type Pending = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+
 /// What [`Handler::fast`] did with a request.
 #[derive(Debug)]
 pub enum Fast {
@@ -78,13 +101,24 @@ pub enum Fast {
     Miss(Miss),
 }
 
-/// What the fast path learned about a request it could not answer.
-#[derive(Debug)]
+/// What the fast path learned about a request it could not answer: the config snapshot
+/// the whole query is answered under, and the cache key and generation to store it by.
 pub struct Miss {
     /// The answer cache key, when the question has the common shape.
     key: Option<Vec<u8>>,
-    /// The generation the answer will be computed under.
+    /// The generation the answer will be computed under (read before `data`).
     generation: u128,
+    /// The config and zones, loaded once for the whole query.
+    data: Arc<Data>,
+}
+
+impl std::fmt::Debug for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Miss")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handler {
@@ -124,25 +158,57 @@ impl Handler {
         &self.resolver
     }
 
-    /// Answers one request; `None` means send nothing.
+    /// The one dispatch of a request, shared by the UDP loops and TCP: the fast path (rate
+    /// limit, ACL, answer cache); on a miss the full path, polled once in place, so static
+    /// and cached answers complete here; what must wait for upstream comes back as
+    /// [`Step::Wait`].
+    pub fn step(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        start: Instant,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let miss = match self.fast(bytes, src, transport, start, out) {
+            Fast::Answered => return Step::Ready,
+            Fast::Dropped => return Step::Drop,
+            Fast::Miss(miss) => miss,
+        };
+        let packet = bytes.to_vec();
+        let h = self.clone();
+        let mut fut: Pending =
+            Box::pin(async move { h.slow(&packet, transport, start, miss).await });
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Some(resp)) => {
+                *out = resp;
+                Step::Ready
+            }
+            Poll::Ready(None) => Step::Drop,
+            Poll::Pending => Step::Wait(fut),
+        }
+    }
+
+    /// Answers one request; `None` means send nothing. (Tests and the fuzz target; the
+    /// listeners use [`Self::step`] to bound the waiting ones.)
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         bytes: &[u8],
         src: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let start = Instant::now();
         let mut out = Vec::new();
-        match self.fast(bytes, src, transport, start, &mut out) {
-            Fast::Answered => Some(out),
-            Fast::Dropped => None,
-            Fast::Miss(miss) => self.slow(bytes, transport, start, miss).await,
+        match self.step(bytes, src, transport, Instant::now(), &mut out) {
+            Step::Ready => Some(out),
+            Step::Drop => None,
+            Step::Wait(fut) => fut.await,
         }
     }
 
-    /// The synchronous first steps: the ACL, and a stored response for this question under
-    /// the current generation, written into `out` with the request's ID and spelling. No
-    /// allocation and no label hashing on a hit. `start` is when the request arrived.
+    /// The synchronous first steps: the rate limit, the ACL, and a stored response for
+    /// this question under the current generation, written into `out` with the request's
+    /// ID and spelling. No allocation and no label hashing on a hit. `start` is when the
+    /// request arrived.
     pub fn fast(
         &self,
         bytes: &[u8],
@@ -151,21 +217,18 @@ impl Handler {
         start: Instant,
         out: &mut Vec<u8>,
     ) -> Fast {
-        let (allowed, max_udp, limited) = {
-            let data = self.resolver.data_guard();
-            (
-                allowed(&data.config.dns.allow, src.ip()),
-                data.config.dns.max_udp_payload,
-                // Rate limit (UDP only, before anything else, REFUSED included): see
-                // `ratelimit` for why TCP is exempt and what a slip is.
-                match transport {
-                    Transport::Udp => {
-                        self.limiter
-                            .check(src.ip(), &data.config.dns.rate_limit, start)
-                    }
-                    Transport::Tcp => Decision::Pass,
-                },
-            )
+        // The generation first: were config or health to change after it is read, entries
+        // stored under it are already stale and will not be served.
+        let generation = self.resolver.generation();
+        let data = self.resolver.data_guard();
+        let max_udp = data.config.dns.max_udp_payload;
+        // Rate limit (UDP only, before anything else, REFUSED included): see `ratelimit`
+        // for why TCP is exempt and what a slip is.
+        let limited = match transport {
+            Transport::Udp => self
+                .limiter
+                .check(src.ip(), &data.config.dns.rate_limit, start),
+            Transport::Tcp => Decision::Pass,
         };
         if limited != Decision::Pass {
             self.metrics
@@ -173,7 +236,7 @@ impl Handler {
                 .with_label_values(&[limited.label()])
                 .inc();
             return match limited {
-                Decision::Slip => match ratelimit::truncated_reply(bytes) {
+                Decision::Slip => match ratelimit::truncated_reply(bytes, max_udp) {
                     Some(resp) => {
                         out.clear();
                         out.extend_from_slice(&resp);
@@ -184,12 +247,12 @@ impl Handler {
                 _ => Fast::Dropped,
             };
         }
-        if !allowed {
+        if !allowed(&data.config.dns.allow, src.ip()) {
             self.metrics
                 .dns_dropped
                 .with_label_values(&["acl_refused"])
                 .inc();
-            let Some(resp) = wire::refused(bytes) else {
+            let Some(resp) = wire::refused(bytes, max_udp) else {
                 return Fast::Dropped;
             };
             self.count(transport, "other", Rcode::Refused, start);
@@ -197,11 +260,11 @@ impl Handler {
             out.extend_from_slice(&resp);
             return Fast::Answered;
         }
-        let generation = self.resolver.generation();
         let Some(qq) = fastpath::quick(bytes) else {
             return Fast::Miss(Miss {
                 key: None,
                 generation,
+                data: arc_swap::Guard::into_inner(data),
             });
         };
         let tcp = transport == Transport::Tcp;
@@ -215,11 +278,13 @@ impl Handler {
         Fast::Miss(Miss {
             key: Some(key.to_vec()),
             generation,
+            data: arc_swap::Guard::into_inner(data),
         })
     }
 
     /// The full path for a request [`Self::fast`] could not answer: parse, resolve (may
-    /// wait for upstream), encode, and store the response for the fast path.
+    /// wait for upstream), encode, and store the response for the fast path, under the
+    /// config snapshot the fast path loaded.
     pub async fn slow(
         &self,
         bytes: &[u8],
@@ -227,7 +292,8 @@ impl Handler {
         start: Instant,
         miss: Miss,
     ) -> Option<Vec<u8>> {
-        let q = match wire::parse(bytes) {
+        let data = &miss.data;
+        let q = match wire::parse(bytes, data.config.dns.max_udp_payload) {
             Parsed::Query(q) => q,
             Parsed::Reply(resp, rcode) => {
                 self.count(transport, "other", rcode, start);
@@ -238,10 +304,14 @@ impl Handler {
                 return None;
             }
         };
-        let answer = self.resolver.answer(&q.name, q.qtype).await;
-        let resp = self.respond(&q, &answer, transport, start);
+        let want = Want {
+            dnssec_ok: q.dnssec_ok,
+            checking_disabled: q.cd,
+        };
+        let answer = self.resolver.answer_in(data, &q.name, q.qtype, want).await;
+        let resp = self.respond(&q, &answer, transport, start, data);
         if let Some(key) = miss.key
-            && self.cacheable(&q, &answer)
+            && let Some(life) = lifetime(&answer, data.config.upstream.retry_after)
         {
             let series = Series {
                 queries: self.metrics.dns_queries.with_label_values(&[
@@ -254,27 +324,9 @@ impl Handler {
                     .dns_answers
                     .with_label_values(&[answer.source.metric_label()]),
             };
-            self.cache
-                .put(key, &resp, miss.generation, answer.source, series);
+            self.cache.put(key, &resp, miss.generation, life, series);
         }
         Some(resp)
-    }
-
-    /// Whether a response may be reused for the same question: not stale, not an error,
-    /// and not ordered at random per response by the health policy.
-    fn cacheable(&self, q: &Question, answer: &Answer) -> bool {
-        if answer.source == crate::record::Source::Stale
-            || !matches!(answer.rcode, Rcode::NoError | Rcode::NxDomain)
-        {
-            return false;
-        }
-        let data = self.resolver.data_guard();
-        match data.config.sip.domain_of(&q.name) {
-            Some(d) if d.ordering == crate::config::Ordering::Weighted => {
-                !has_weighted_choice(answer)
-            }
-            _ => true,
-        }
     }
 
     /// Answers a request without waiting for upstream, for when too many queries are
@@ -291,18 +343,25 @@ impl Handler {
             .with_label_values(&["overloaded"])
             .inc();
         let data = self.resolver.data();
+        let max_udp = data.config.dns.max_udp_payload;
         if !allowed(&data.config.dns.allow, src.ip()) {
-            return wire::refused(bytes);
+            return wire::refused(bytes, max_udp);
         }
-        let Parsed::Query(q) = wire::parse(bytes) else {
-            return None;
+        let q = match wire::parse(bytes, max_udp) {
+            Parsed::Query(q) => q,
+            Parsed::Reply(resp, _) => return Some(resp),
+            Parsed::Drop(_) => return None,
+        };
+        let want = Want {
+            dnssec_ok: q.dnssec_ok,
+            checking_disabled: q.cd,
         };
         let answer = self
             .resolver
             .forwarder()
-            .stale(&q.name, q.qtype)
+            .stale_with(&q.name, q.qtype, want)
             .unwrap_or_else(Answer::servfail);
-        Some(self.respond(&q, &answer, transport, start))
+        Some(self.respond(&q, &answer, transport, start, &data))
     }
 
     fn respond(
@@ -311,8 +370,9 @@ impl Handler {
         answer: &Answer,
         transport: Transport,
         start: Instant,
+        data: &Data,
     ) -> Vec<u8> {
-        let max_udp = self.resolver.data().config.dns.max_udp_payload;
+        let max_udp = data.config.dns.max_udp_payload;
         let limit = wire::budget(q, transport == Transport::Tcp, max_udp);
         let (bytes, truncated) = wire::encode(q, answer, limit, max_udp);
         if truncated {
@@ -338,16 +398,38 @@ impl Handler {
     }
 }
 
-/// True if some SRV set in the answer has two records of one priority: the weighted order
-/// is drawn per response, so the encoded response must not be reused.
-fn has_weighted_choice(answer: &Answer) -> bool {
-    let mut seen = std::collections::HashSet::new();
-    answer
-        .answers
-        .iter()
-        .chain(&answer.additional)
-        .any(|r| match &r.data {
-            RecordData::Srv { priority, .. } => !seen.insert((r.name.clone(), *priority)),
-            _ => false,
-        })
+/// How long the reply built from `answer` may be reused, if at all: the answer cache is a
+/// cache of this path's output, and must not outlive what the output was built from.
+///
+/// - errors other than NXDOMAIN, and answers drawn per response: never;
+/// - answers given because upstream failed: until `retry_after`, then upstream is asked
+///   again;
+/// - static and synthesized answers: a minute (any reload or health change invalidates
+///   them at once through the generation);
+/// - answers with upstream data: at most a second (so TTLs are at most a second stale),
+///   and never when a record's TTL is 0.
+fn lifetime(answer: &Answer, retry_after: Duration) -> Option<Duration> {
+    if !matches!(answer.rcode, Rcode::NoError | Rcode::NxDomain) {
+        return None;
+    }
+    let life = match answer.reuse {
+        Reuse::Never => return None,
+        Reuse::UntilRetry => retry_after,
+        Reuse::Fresh => match answer.source {
+            Source::Static | Source::Synthesized => Duration::from_secs(60),
+            Source::Stale => retry_after,
+            Source::Upstream | Source::Cache | Source::Merged => {
+                let min_ttl = answer
+                    .answers
+                    .iter()
+                    .chain(&answer.authority)
+                    .chain(&answer.additional)
+                    .map(|r| r.ttl)
+                    .min()
+                    .unwrap_or(1);
+                Duration::from_secs(u64::from(min_ttl.min(1)))
+            }
+        },
+    };
+    (!life.is_zero()).then_some(life)
 }

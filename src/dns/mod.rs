@@ -5,6 +5,7 @@ pub mod convert;
 pub mod encode;
 pub mod fastpath;
 pub mod handler;
+pub mod header;
 pub mod ratelimit;
 pub mod server;
 pub mod wire;

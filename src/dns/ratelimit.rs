@@ -199,13 +199,13 @@ impl RateLimiter {
 /// with QR and TC set, RD and CD echoed, RCODE NOERROR, and the question only (RFC 1035
 /// §4.1.1: TC tells the client to retry over TCP). Never longer than the query. `None`
 /// for anything but a plain one-question query, which is then dropped.
-pub fn truncated_reply(request: &[u8]) -> Option<Vec<u8>> {
-    let q = super::fastpath::quick(request)?;
-    let mut out = request.get(..q.qname_end + 4)?.to_vec();
-    out[2] = 0x80 | 0x02 | (request[2] & 0x01);
-    out[3] = 0x80 | (request[3] & 0x10);
-    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    Some(out)
+pub fn truncated_reply(request: &[u8], max_udp_payload: u16) -> Option<Vec<u8>> {
+    super::fastpath::quick(request)?;
+    let skim = super::wire::skim(request, max_udp_payload);
+    Some(skim.reply(
+        crate::record::Rcode::NoError,
+        super::header::RA | super::header::TC,
+    ))
 }
 
 /// How often the server prunes idle clients from the table.
@@ -314,12 +314,13 @@ mod tests {
         let mut q = vec![0x12, 0x34, 0x01, 0x10, 0, 1, 0, 0, 0, 0, 0, 1];
         q.extend_from_slice(b"\x01a\x07example\x00\x00\x01\x00\x01");
         q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
-        let r = truncated_reply(&q).unwrap();
-        assert!(r.len() < q.len());
+        let r = truncated_reply(&q, 1232).unwrap();
+        assert!(r.len() <= q.len());
         assert_eq!(&r[..2], &[0x12, 0x34]);
         assert_eq!(r[2], 0x80 | 0x02 | 0x01, "QR, TC, RD");
         assert_eq!(r[3] & 0x0f, 0, "NOERROR");
-        assert_eq!(&r[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
-        assert!(truncated_reply(&q[..10]).is_none());
+        assert_eq!(r[3] & 0x10, 0x10, "CD echoed");
+        assert_eq!(&r[4..12], &[0, 1, 0, 0, 0, 0, 0, 1], "the question and OPT");
+        assert!(truncated_reply(&q[..10], 1232).is_none());
     }
 }

@@ -12,11 +12,8 @@
 //! message within `tcp_idle_timeout` or is closed, so slow clients cannot pin resources.
 
 use std::{
-    future::Future,
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -27,7 +24,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{Fast, Handler, Transport};
+use super::handler::{Handler, Step, Transport};
 
 /// Limits of one DNS server.
 #[derive(Debug, Clone, Copy)]
@@ -88,26 +85,13 @@ async fn serve_udp_task(
             },
         };
         let start = Instant::now();
-        let miss = match handler.fast(&buf[..n], src, Transport::Udp, start, &mut out) {
-            Fast::Answered => {
-                send(&socket, &out, src).await;
-                continue;
-            }
-            Fast::Dropped => continue,
-            Fast::Miss(miss) => miss,
-        };
-        let packet = buf[..n].to_vec();
-        let h = handler.clone();
-        let mut fut: SlowFuture =
-            Box::pin(async move { h.slow(&packet, Transport::Udp, start, miss).await });
-        let polled = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-        match polled {
-            Poll::Ready(Some(resp)) => send(&socket, &resp, src).await,
-            Poll::Ready(None) => {}
+        match handler.step(&buf[..n], src, Transport::Udp, start, &mut out) {
+            Step::Ready => send(&socket, &out, src).await,
+            Step::Drop => {}
             // Waiting on upstream: the resolver holds one of `max_inflight` permits for it,
             // so these tasks are bounded. A second bound here guards against anything else
             // that might wait (e.g. a stuck send).
-            Poll::Pending => match inflight.clone().try_acquire_owned() {
+            Step::Wait(fut) => match inflight.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let socket = socket.clone();
                     tokio::spawn(async move {
@@ -127,9 +111,6 @@ async fn serve_udp_task(
         }
     }
 }
-
-/// The full path of one query, boxed so it can be polled in place and moved to a task.
-type SlowFuture = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
 
 async fn send(socket: &UdpSocket, resp: &[u8], to: SocketAddr) {
     if let Err(e) = socket.send_to(resp, to).await {
@@ -347,23 +328,11 @@ mod batch {
             };
             let packet = &self.bufs[i * MAX_QUERY..i * MAX_QUERY + len];
             let out = &mut self.outs[slot];
-            let miss = match self.handler.fast(packet, src, Transport::Udp, start, out) {
-                Fast::Answered => return true,
-                Fast::Dropped => return false,
-                Fast::Miss(miss) => miss,
-            };
-            let owned = packet.to_vec();
-            let h = self.handler.clone();
-            let mut fut: SlowFuture =
-                Box::pin(async move { h.slow(&owned, Transport::Udp, start, miss).await });
-            match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(Some(resp)) => {
-                    *out = resp;
-                    true
-                }
-                Poll::Ready(None) => false,
+            match self.handler.step(packet, src, Transport::Udp, start, out) {
+                Step::Ready => true,
+                Step::Drop => false,
                 // Waiting on upstream: bounded as in the task loop.
-                Poll::Pending => match self.inflight.clone().try_acquire_owned() {
+                Step::Wait(fut) => match self.inflight.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let socket = self.socket.clone();
                         tokio::spawn(async move {
@@ -546,13 +515,16 @@ async fn connection(
             return;
         };
         let start = Instant::now();
-        let answered = match handler.fast(&msg, peer, Transport::Tcp, start, &mut resp) {
-            Fast::Answered => true,
-            Fast::Dropped => false,
-            Fast::Miss(miss) => {
+        let answered = match handler.step(&msg, peer, Transport::Tcp, start, &mut resp) {
+            Step::Ready => true,
+            Step::Drop => false,
+            Step::Wait(fut) => {
                 let r = match inflight.clone().try_acquire_owned() {
-                    Ok(_permit) => handler.slow(&msg, Transport::Tcp, start, miss).await,
-                    Err(_) => handler.overloaded(&msg, peer, Transport::Tcp),
+                    Ok(_permit) => fut.await,
+                    Err(_) => {
+                        drop(fut);
+                        handler.overloaded(&msg, peer, Transport::Tcp)
+                    }
                 };
                 match r {
                     Some(r) => {

@@ -10,14 +10,15 @@
 //! [`super::encode`].)
 
 use hickory_proto::{
-    op::{Edns, Message, MessageType, OpCode, ResponseCode},
+    op::{Edns, Message},
     rr::{DNSClass, Name, RecordType},
     serialize::binary::BinEncodable,
 };
 
 use super::{
     convert::name_from_hickory,
-    encode::{WireQuestion, response},
+    encode::{Head, Opt, WireQuestion, bare, response},
+    header,
 };
 use crate::record::{Answer, DomainName, RType, Rcode};
 
@@ -41,12 +42,36 @@ pub struct Question {
     pub qtype: RType,
     /// Recursion desired, echoed.
     pub rd: bool,
-    /// Checking disabled, echoed.
+    /// Checking disabled, echoed and passed upstream.
     pub cd: bool,
+    /// Authentic data requested (RFC 6840 §5.7).
+    pub ad: bool,
     /// The client's EDNS UDP payload size, if it sent OPT.
     pub edns_payload: Option<u16>,
     /// The client's DNSSEC OK bit.
     pub dnssec_ok: bool,
+}
+
+impl Question {
+    /// What every reply to this question echoes, advertising `max_udp_payload` in OPT.
+    pub fn head(&self, max_udp_payload: u16) -> Head {
+        Head {
+            id: self.id,
+            opcode: header::OPCODE_QUERY,
+            rd: self.rd,
+            cd: self.cd,
+            ad: self.ad,
+            opt: self.edns_payload.map(|_| Opt {
+                payload: advertised(max_udp_payload),
+                dnssec_ok: self.dnssec_ok,
+            }),
+        }
+    }
+}
+
+/// The payload size our OPT records advertise.
+fn advertised(max_udp_payload: u16) -> u16 {
+    max_udp_payload.max(UDP_CLASSIC as u16)
 }
 
 /// What to do with a packet.
@@ -60,109 +85,180 @@ pub enum Parsed {
     Drop(&'static str),
 }
 
-/// Reads a request. Never panics on any input.
-pub fn parse(bytes: &[u8]) -> Parsed {
-    if bytes.len() < 12 {
+/// What can be read of any request, however malformed the rest: enough to build an error
+/// reply that echoes the question and answers OPT with OPT.
+#[derive(Debug, Default)]
+pub struct Skim {
+    /// ID, opcode, RD, CD, AD, and the OPT record if one was found.
+    pub head: Head,
+    /// The only question, uncompressed: (name in wire form, type, class).
+    pub question: Option<(Vec<u8>, u16, u16)>,
+    /// The EDNS version of the OPT record.
+    pub edns_version: u8,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            opcode: 0,
+            rd: false,
+            cd: false,
+            ad: false,
+            opt: None,
+        }
+    }
+}
+
+/// Skips a (possibly compressed) name starting at `i`: its end, and whether it ended in a
+/// compression pointer; `None` if it runs off the end.
+fn skip_name(p: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    // Every step moves forward by at least one byte, so this ends within `p.len()` steps.
+    loop {
+        let len = *p.get(i)?;
+        if len == 0 {
+            return Some((i + 1, false));
+        }
+        if len & 0xC0 == 0xC0 {
+            p.get(i + 1)?;
+            return Some((i + 2, true));
+        }
+        if len > 63 {
+            return None;
+        }
+        i += 1 + usize::from(len);
+    }
+}
+
+/// Reads the header, the question and the OPT record of a request without a full parse
+/// (`p` has at least 12 bytes). Never panics.
+pub fn skim(p: &[u8], max_udp_payload: u16) -> Skim {
+    let mut s = Skim::default();
+    if p.len() < header::LEN {
+        return s;
+    }
+    let flags = header::flags(p);
+    s.head.id = u16::from_be_bytes([p[0], p[1]]);
+    s.head.opcode = header::opcode(flags);
+    s.head.rd = flags & header::RD != 0;
+    s.head.cd = flags & header::CD != 0;
+    s.head.ad = flags & header::AD != 0;
+    let count = |i: usize| usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
+    let mut i = header::LEN;
+    for k in 0..count(header::QDCOUNT) {
+        let Some((end, compressed)) = skip_name(p, i) else {
+            return s;
+        };
+        let Some(tail) = p.get(end..end + 4) else {
+            return s;
+        };
+        if k == 0 && count(header::QDCOUNT) == 1 {
+            // Only an uncompressed name is echoed.
+            if !compressed {
+                s.question = Some((
+                    p[i..end].to_vec(),
+                    u16::from_be_bytes([tail[0], tail[1]]),
+                    u16::from_be_bytes([tail[2], tail[3]]),
+                ));
+            }
+        }
+        i = end + 4;
+    }
+    let records = count(header::ANCOUNT) + count(header::NSCOUNT);
+    for k in 0..records + count(header::ARCOUNT) {
+        let Some((end, _)) = skip_name(p, i) else {
+            return s;
+        };
+        let Some(fixed) = p.get(end..end + 10) else {
+            return s;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        if k >= records && rtype == RType::OPT.0 && p[i] == 0 && s.head.opt.is_none() {
+            s.edns_version = fixed[5];
+            s.head.opt = Some(Opt {
+                payload: advertised(max_udp_payload),
+                dnssec_ok: u16::from_be_bytes([fixed[6], fixed[7]]) & header::EDNS_DO != 0,
+            });
+        }
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        i = end + 10 + rdlen;
+    }
+    s
+}
+
+impl Skim {
+    fn question(&self) -> Option<(&[u8], u16, u16)> {
+        self.question
+            .as_ref()
+            .map(|(n, t, c)| (n.as_slice(), *t, *c))
+    }
+
+    /// A reply with no records and this rcode; `flags` adds RA, TC, ...
+    pub fn reply(&self, rcode: Rcode, flags: u16) -> Vec<u8> {
+        bare(&self.head, self.question(), rcode, flags)
+    }
+}
+
+/// Reads a request. Never panics on any input. Error replies advertise `max_udp_payload`
+/// in their OPT record (present exactly when the request had one).
+pub fn parse(bytes: &[u8], max_udp_payload: u16) -> Parsed {
+    if bytes.len() < header::LEN {
         return Parsed::Drop("short");
     }
-    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-    let flags = bytes[2];
-    if flags & 0x80 != 0 {
+    let flags = header::flags(bytes);
+    if flags & header::QR != 0 {
         // QR set: a response. Answering responses invites loops and reflection.
         return Parsed::Drop("response_bit");
     }
-    let opcode = (flags >> 3) & 0x0f;
-    if opcode != 0 {
-        return Parsed::Reply(
-            header_only(
-                id,
-                OpCode::from_u8(opcode),
-                ResponseCode::NotImp,
-                flags & 0x01 != 0,
-            ),
-            Rcode::NotImp,
-        );
+    let skim = skim(bytes, max_udp_payload);
+    if header::opcode(flags) != header::OPCODE_QUERY {
+        // RD copied, RA clear: nothing about this message was understood (unbound does the
+        // same; ISC's EDNS compliance tester checks it).
+        return Parsed::Reply(skim.reply(Rcode::NotImp, 0), Rcode::NotImp);
     }
-    let rd = flags & 0x01 != 0;
     let Ok(msg) = Message::from_vec(bytes) else {
-        return Parsed::Reply(
-            header_only(id, OpCode::Query, ResponseCode::FormErr, rd),
-            Rcode::FormErr,
-        );
+        return Parsed::Reply(skim.reply(Rcode::FormErr, header::RA), Rcode::FormErr);
     };
     let edns = msg.edns.as_ref();
     if let Some(e) = edns
         && e.version() > 0
     {
         // RFC 6891 §6.1.3: BADVERS, with an OPT record of our version.
-        let mut resp = Message::new(id, MessageType::Response, OpCode::Query);
-        resp.metadata.response_code = ResponseCode::BADVERS;
-        resp.metadata.recursion_desired = rd;
-        resp.metadata.recursion_available = true;
-        if let Some(q) = msg.queries.first() {
-            resp.add_query(q.clone());
-        }
-        let mut opt = Edns::new();
-        opt.set_max_payload(UDP_CLASSIC as u16);
-        resp.set_edns(opt);
-        return Parsed::Reply(resp.to_vec().unwrap_or_default(), Rcode::BadVers);
+        return Parsed::Reply(skim.reply(Rcode::BadVers, header::RA), Rcode::BadVers);
     }
     if msg.queries.len() != 1 || !msg.answers.is_empty() || !msg.authorities.is_empty() {
-        return Parsed::Reply(
-            header_only(id, OpCode::Query, ResponseCode::FormErr, rd),
-            Rcode::FormErr,
-        );
+        return Parsed::Reply(skim.reply(Rcode::FormErr, header::RA), Rcode::FormErr);
     }
     let q = &msg.queries[0];
     let qtype = q.query_type;
     if q.query_class != DNSClass::IN
         || matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT)
     {
-        let mut resp = Message::new(id, MessageType::Response, OpCode::Query);
-        resp.metadata.response_code = ResponseCode::Refused;
-        resp.metadata.recursion_desired = rd;
-        resp.add_query(q.clone());
-        return Parsed::Reply(resp.to_vec().unwrap_or_default(), Rcode::Refused);
+        return Parsed::Reply(skim.reply(Rcode::Refused, header::RA), Rcode::Refused);
     }
     let Ok(qname_wire) = q.name.to_bytes() else {
-        return Parsed::Reply(
-            header_only(id, OpCode::Query, ResponseCode::FormErr, rd),
-            Rcode::FormErr,
-        );
+        return Parsed::Reply(skim.reply(Rcode::FormErr, header::RA), Rcode::FormErr);
     };
     Parsed::Query(Question {
-        id,
+        id: skim.head.id,
         wire_name: q.name.clone(),
         qname_wire,
         name: name_from_hickory(&q.name),
         qtype: RType(u16::from(qtype)),
-        rd,
+        rd: skim.head.rd,
         cd: msg.metadata.checking_disabled,
+        ad: msg.metadata.authentic_data,
         edns_payload: edns.map(Edns::max_payload),
         dnssec_ok: edns.is_some_and(|e| e.flags().dnssec_ok),
     })
 }
 
-fn header_only(id: u16, op: OpCode, rcode: ResponseCode, rd: bool) -> Vec<u8> {
-    let mut msg = Message::response(id, op);
-    msg.metadata.response_code = rcode;
-    msg.metadata.recursion_desired = rd;
-    msg.metadata.recursion_available = true;
-    msg.to_vec().unwrap_or_default()
-}
-
-/// REFUSED for a question (clients outside the ACL).
-pub fn refused(bytes: &[u8]) -> Option<Vec<u8>> {
-    if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+/// REFUSED for a request (clients outside the ACL): the question and OPT echoed.
+pub fn refused(bytes: &[u8], max_udp_payload: u16) -> Option<Vec<u8>> {
+    if bytes.len() < header::LEN || header::flags(bytes) & header::QR != 0 {
         return None;
     }
-    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-    Some(header_only(
-        id,
-        OpCode::Query,
-        ResponseCode::Refused,
-        bytes[2] & 0x01 != 0,
-    ))
+    Some(skim(bytes, max_udp_payload).reply(Rcode::Refused, header::RA))
 }
 
 /// The size budget of a response to `q` over a transport.
@@ -192,14 +288,9 @@ pub fn encode(
     max_udp_payload: u16,
 ) -> (Vec<u8>, bool) {
     let wq = WireQuestion {
-        id: q.id,
+        head: q.head(max_udp_payload),
         qname_wire: &q.qname_wire,
         qtype: q.qtype.0,
-        rd: q.rd,
-        cd: q.cd,
-        opt_payload: q
-            .edns_payload
-            .map(|_| max_udp_payload.max(UDP_CLASSIC as u16)),
     };
     response(&wq, answer, limit)
 }
@@ -210,6 +301,10 @@ mod tests {
 
     use super::*;
     use crate::record::{Rec, RecordData, Source};
+
+    fn parse_(bytes: &[u8]) -> Parsed {
+        parse(bytes, 1232)
+    }
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
         let mut m = Message::query();
@@ -226,7 +321,7 @@ mod tests {
 
     #[test]
     fn parses_a_query_and_keeps_case() {
-        let Parsed::Query(q) = parse(&query("PbX.Example.ORG.", RecordType::NAPTR, Some(4096)))
+        let Parsed::Query(q) = parse_(&query("PbX.Example.ORG.", RecordType::NAPTR, Some(4096)))
         else {
             panic!()
         };
@@ -240,23 +335,23 @@ mod tests {
 
     #[test]
     fn rejects_what_it_must() {
-        assert!(matches!(parse(&[0u8; 5]), Parsed::Drop(_)));
+        assert!(matches!(parse_(&[0u8; 5]), Parsed::Drop(_)));
         let mut resp = query("a.example.org.", RecordType::A, None);
         resp[2] |= 0x80;
-        assert!(matches!(parse(&resp), Parsed::Drop("response_bit")));
+        assert!(matches!(parse_(&resp), Parsed::Drop("response_bit")));
         let mut notify = query("a.example.org.", RecordType::A, None);
         notify[2] |= 4 << 3;
-        assert!(matches!(parse(&notify), Parsed::Reply(_, Rcode::NotImp)));
+        assert!(matches!(parse_(&notify), Parsed::Reply(_, Rcode::NotImp)));
         let mut garbage = query("a.example.org.", RecordType::A, None);
         garbage.truncate(15);
-        assert!(matches!(parse(&garbage), Parsed::Reply(_, Rcode::FormErr)));
+        assert!(matches!(parse_(&garbage), Parsed::Reply(_, Rcode::FormErr)));
         let axfr = query("example.org.", RecordType::AXFR, None);
-        assert!(matches!(parse(&axfr), Parsed::Reply(_, Rcode::Refused)));
+        assert!(matches!(parse_(&axfr), Parsed::Reply(_, Rcode::Refused)));
     }
 
     #[test]
     fn additional_is_dropped_before_tc() {
-        let Parsed::Query(q) = parse(&query("pbx.example.org.", RecordType::A, None)) else {
+        let Parsed::Query(q) = parse_(&query("pbx.example.org.", RecordType::A, None)) else {
             panic!()
         };
         let name = DomainName::parse("pbx.example.org").unwrap();

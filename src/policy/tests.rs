@@ -233,6 +233,8 @@ fn run(case: &Case) -> Vec<String> {
         authority: rrs(case.authority),
         additional: rrs(case.additional),
         source: Source::Upstream,
+        authentic_data: false,
+        reuse: crate::record::Reuse::Fresh,
     };
     let before = input.clone();
     let mut rng = StdRng::seed_from_u64(7);

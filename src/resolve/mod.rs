@@ -23,9 +23,9 @@ use crate::{
     health::HealthSnapshot,
     metrics::Metrics,
     policy::{self, Decision},
-    record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
+    record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Reuse, Source},
     target::Transport,
-    upstream::Forwarder,
+    upstream::{Forwarder, Want},
     zones::{Zone, ZoneAnswer, ZoneStore},
 };
 
@@ -43,6 +43,29 @@ enum Wait {
     Upstream,
     /// Use only cached upstream data, fetching misses in the background (ADDITIONAL).
     CacheOnly,
+}
+
+/// How one lookup goes upstream: may it wait, and with which DNSSEC bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ask {
+    wait: Wait,
+    want: Want,
+}
+
+impl Ask {
+    fn upstream(want: Want) -> Self {
+        Self {
+            wait: Wait::Upstream,
+            want,
+        }
+    }
+
+    fn cache_only(self) -> Self {
+        Self {
+            wait: Wait::CacheOnly,
+            ..self
+        }
+    }
 }
 
 /// The config and zones in force, swapped whole on reload.
@@ -147,7 +170,8 @@ impl Resolver {
     /// Static entries and upstream by merge mode; no ADDITIONAL filling, no policy.
     pub async fn lookup(&self, name: &DomainName, rtype: RType) -> Answer {
         let data = self.data.load_full();
-        self.lookup_in(&data, name, rtype, 0, Wait::Upstream).await
+        self.lookup_in(&data, name, rtype, 0, Ask::upstream(Want::default()))
+            .await
     }
 
     fn lookup_in<'a>(
@@ -156,44 +180,59 @@ impl Resolver {
         name: &'a DomainName,
         rtype: RType,
         depth: usize,
-        wait: Wait,
+        ask: Ask,
     ) -> BoxFuture<'a, Answer> {
         async move {
             let Some(zone) = data.zones.find(name) else {
-                return self.forward(name, rtype, wait).await;
+                let up = self.forward(name, rtype, ask).await;
+                return self.static_wins(data, name, up, rtype, depth, ask).await;
             };
             let stat = zone.lookup(name, rtype);
+            // Static data is waiting: do not let a dead upstream hold the phone longer than
+            // the RFC 8767 client response timer. What upstream then says lands in the
+            // forwarder's cache for the next question.
+            let has_static = matches!(stat, ZoneAnswer::Records(_) | ZoneAnswer::Cname(_));
+            let budget = data.config.upstream.stale_answer_after;
             match zone.mode {
                 // The zone is the operator's word for its names: upstream is not asked.
                 MergeMode::Override => match stat {
                     ZoneAnswer::Records(r) => static_answer(r),
-                    ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth, wait).await,
+                    ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth, ask).await,
                     negative => negative_answer(zone, &negative, &Answer::servfail()),
                 },
                 MergeMode::Fallback => {
-                    let has_static = matches!(stat, ZoneAnswer::Records(_) | ZoneAnswer::Cname(_));
                     let up = if has_static {
-                        // Static data is waiting: do not let a dead upstream hold the phone
-                        // longer than the RFC 8767 client response timer.
-                        let budget = data.config.upstream.stale_answer_after;
-                        tokio::time::timeout(budget, self.forward(name, rtype, wait))
+                        tokio::time::timeout(budget, self.forward(name, rtype, ask))
                             .await
                             .unwrap_or_else(|_| Answer::servfail())
                     } else {
-                        self.forward(name, rtype, wait).await
+                        self.forward(name, rtype, ask).await
                     };
                     if is_positive(&up, rtype) {
                         return up;
                     }
-                    match stat {
+                    let failed = up.rcode == Rcode::ServFail;
+                    let a = match stat {
                         ZoneAnswer::Records(r) => static_answer(r),
-                        ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth, wait).await,
+                        ZoneAnswer::Cname(c) => self.chase(data, c, rtype, depth, ask).await,
                         negative => negative_answer(zone, &negative, &up),
+                    };
+                    if failed {
+                        given_because_upstream_failed(a)
+                    } else {
+                        a
                     }
                 }
                 MergeMode::Merge => {
-                    let up = self.forward(name, rtype, wait).await;
-                    match stat {
+                    let up = if has_static {
+                        tokio::time::timeout(budget, self.forward(name, rtype, ask))
+                            .await
+                            .unwrap_or_else(|_| Answer::servfail())
+                    } else {
+                        self.forward(name, rtype, ask).await
+                    };
+                    let failed = up.rcode == Rcode::ServFail;
+                    let a = match stat {
                         ZoneAnswer::Records(r) => {
                             let mut answers: Vec<Rec> = up
                                 .answers
@@ -208,13 +247,18 @@ impl Resolver {
                             }
                             let mut a = Answer::records(answers, Source::Merged);
                             a.additional = up.additional;
-                            a
+                            a.without_dnssec()
                         }
                         ZoneAnswer::Cname(c) if !is_positive(&up, rtype) => {
-                            self.chase(data, c, rtype, depth, wait).await
+                            self.chase(data, c, rtype, depth, ask).await
                         }
                         _ if is_positive(&up, rtype) => up,
                         negative => negative_answer(zone, &negative, &up),
+                    };
+                    if failed {
+                        given_because_upstream_failed(a)
+                    } else {
+                        a
                     }
                 }
             }
@@ -222,14 +266,61 @@ impl Resolver {
         .boxed()
     }
 
-    async fn chase(
+    /// Static data wins over upstream's for names in a static zone: when a forwarded
+    /// answer's CNAME chain leads into one, the chain is cut there and the rest answered
+    /// from the zone (by its merge mode), as if the client had asked for that name.
+    async fn static_wins(
         &self,
         data: &Data,
-        cname: Rec,
+        qname: &DomainName,
+        up: Answer,
         rtype: RType,
         depth: usize,
-        wait: Wait,
+        ask: Ask,
     ) -> Answer {
+        if depth >= MAX_CNAME_DEPTH || up.answers.is_empty() || data.zones.is_empty() {
+            return up;
+        }
+        let mut chain = vec![qname.clone()];
+        let mut cut = None;
+        for _ in 0..MAX_CNAME_DEPTH {
+            let Some(last) = chain.last() else { break };
+            let next = up.answers.iter().find_map(|r| match &r.data {
+                RecordData::Cname(t) if &r.name == last => Some(t.clone()),
+                _ => None,
+            });
+            let Some(next) = next else { break };
+            if chain.contains(&next) {
+                break;
+            }
+            if data.zones.find(&next).is_some() {
+                cut = Some(next);
+                break;
+            }
+            chain.push(next);
+        }
+        let Some(target) = cut else { return up };
+        let rest = self.lookup_in(data, &target, rtype, depth + 1, ask).await;
+        let mut answers: Vec<Rec> = up
+            .answers
+            .into_iter()
+            .filter(|r| chain.contains(&r.name) && r.rtype() == RType::CNAME)
+            .collect();
+        answers.extend(rest.answers);
+        Answer {
+            answers,
+            authority: rest.authority,
+            additional: rest.additional,
+            rcode: rest.rcode,
+            authoritative: false,
+            source: rest.source,
+            authentic_data: false,
+            reuse: rest.reuse,
+        }
+        .without_dnssec()
+    }
+
+    async fn chase(&self, data: &Data, cname: Rec, rtype: RType, depth: usize, ask: Ask) -> Answer {
         let RecordData::Cname(target) = &cname.data else {
             return static_answer(vec![cname]);
         };
@@ -237,7 +328,7 @@ impl Resolver {
             return static_answer(vec![cname]);
         }
         let target = target.clone();
-        let rest = self.lookup_in(data, &target, rtype, depth + 1, wait).await;
+        let rest = self.lookup_in(data, &target, rtype, depth + 1, ask).await;
         let mut answers = vec![cname];
         answers.extend(rest.answers);
         Answer {
@@ -247,24 +338,28 @@ impl Resolver {
             authority: rest.authority,
             additional: rest.additional,
             source: Source::Static,
+            authentic_data: false,
+            reuse: rest.reuse,
         }
+        .without_dnssec()
     }
 
-    async fn forward(&self, name: &DomainName, rtype: RType, wait: Wait) -> Answer {
-        if let Some(hit) = self.forwarder.cached(name, rtype) {
+    async fn forward(&self, name: &DomainName, rtype: RType, ask: Ask) -> Answer {
+        let want = ask.want;
+        if let Some(hit) = self.forwarder.cached_with(name, rtype, want) {
             return hit;
         }
-        if wait == Wait::CacheOnly {
+        if ask.wait == Wait::CacheOnly {
             // ADDITIONAL records are a courtesy: never hold an answer for them. Use what
             // the cache has (even stale) and fetch the rest in the background, so the next
             // answer carries it.
-            if let Some(stale) = self.forwarder.stale(name, rtype) {
+            if let Some(stale) = self.forwarder.stale_with(name, rtype, want) {
                 return stale;
             }
             if let Ok(permit) = self.prefetch.clone().try_acquire_owned() {
                 let (f, name) = (self.forwarder.clone(), name.clone());
                 tokio::spawn(async move {
-                    let _ = f.lookup(&name, rtype).await;
+                    let _ = f.lookup_with(&name, rtype, want).await;
                     drop(permit);
                 });
             }
@@ -277,10 +372,10 @@ impl Resolver {
                 .inc();
             return self
                 .forwarder
-                .stale(name, rtype)
+                .stale_with(name, rtype, want)
                 .unwrap_or_else(Answer::servfail);
         };
-        match self.forwarder.lookup(name, rtype).await {
+        match self.forwarder.lookup_with(name, rtype, want).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(%name, %rtype, error = %e, "upstream lookup failed");
@@ -292,18 +387,42 @@ impl Resolver {
     /// What a phone gets for (name, qtype): lookup, ADDITIONAL records, NAPTR synthesis and
     /// the health policy.
     pub async fn answer(&self, name: &DomainName, qtype: RType) -> Answer {
-        self.answer_inner(name, qtype, false).await.after
+        let data = self.data.load_full();
+        self.answer_in(&data, name, qtype, Want::default()).await
+    }
+
+    /// [`Self::answer`] under a config snapshot the caller loaded once for the whole
+    /// query, asking upstream with the client's DNSSEC bits.
+    pub async fn answer_in(
+        &self,
+        data: &Data,
+        name: &DomainName,
+        qtype: RType,
+        want: Want,
+    ) -> Answer {
+        self.answer_inner(data, name, qtype, want, false)
+            .await
+            .after
     }
 
     /// [`Self::answer`] with the answer before the policy and every decision, for the
     /// explain view.
     pub async fn explain(&self, name: &DomainName, qtype: RType) -> Explained {
-        self.answer_inner(name, qtype, true).await
+        let data = self.data.load_full();
+        self.answer_inner(&data, name, qtype, Want::default(), true)
+            .await
     }
 
-    async fn answer_inner(&self, name: &DomainName, qtype: RType, explain: bool) -> Explained {
-        let data = self.data.load_full();
-        let mut answer = self.lookup_in(&data, name, qtype, 0, Wait::Upstream).await;
+    async fn answer_inner(
+        &self,
+        data: &Data,
+        name: &DomainName,
+        qtype: RType,
+        want: Want,
+        explain: bool,
+    ) -> Explained {
+        let ask = Ask::upstream(want);
+        let mut answer = self.lookup_in(data, name, qtype, 0, ask).await;
         if answer.source == Source::Synthesized && answer.rcode == Rcode::ServFail {
             // Upstream failed, or the question was turned away at the in-flight bound:
             // nothing to apply a policy to.
@@ -315,6 +434,7 @@ impl Resolver {
                 all_down: None,
             };
         }
+        // One health snapshot for the whole answer.
         let health = self.health();
         // The name's own SIP domain, or, for an SRV target host outside it, the domain it
         // was discovered under.
@@ -329,7 +449,7 @@ impl Resolver {
             && &d.name == name
             && answer.rcode != Rcode::ServFail
             && !answer.answers.iter().any(|r| r.rtype() == RType::NAPTR)
-            && let Some(synth) = self.synthesize(&data, d).await
+            && let Some(synth) = self.synthesize(data, d, ask).await
         {
             answer = synth;
         }
@@ -337,7 +457,7 @@ impl Resolver {
             && answer.rcode == Rcode::NoError
             && !answer.answers.is_empty()
         {
-            self.fill_additional(&data, &mut answer, qtype).await;
+            self.fill_additional(data, &mut answer, qtype, ask).await;
         }
 
         let Some(d) = domain else {
@@ -353,12 +473,13 @@ impl Resolver {
                 all_down: None,
             };
         };
+        // What the policy shapes is sipdns' own answer: no signature would still match it.
+        let answer = answer.without_dnssec();
         let before = if explain {
             answer.clone()
         } else {
             Answer::servfail()
         };
-        let health = self.health();
         let outcome = policy::apply(name, qtype, answer, d, &*health, &mut rand::rng());
         let withheld = outcome.withheld_count();
         if withheld > 0 {
@@ -373,9 +494,14 @@ impl Resolver {
                 .with_label_values(&[policy::all_down_label(rule)])
                 .inc();
         }
+        let mut after = outcome.answer;
+        // A weighted-random SRV order is drawn per response: the reply must not be reused.
+        if d.ordering == crate::config::Ordering::Weighted && has_weighted_choice(&after) {
+            after.reuse = Reuse::Never;
+        }
         Explained {
             before,
-            after: outcome.answer,
+            after,
             domain: Some(d.name.clone()),
             decisions: outcome.decisions,
             all_down: outcome.all_down,
@@ -383,7 +509,7 @@ impl Resolver {
     }
 
     /// NAPTR records made from the domain's SRV sets, with ADDITIONAL filled later.
-    async fn synthesize(&self, data: &Data, d: &SipDomainConfig) -> Option<Answer> {
+    async fn synthesize(&self, data: &Data, d: &SipDomainConfig, ask: Ask) -> Option<Answer> {
         let names: Vec<(Transport, DomainName)> = d
             .naptr_order
             .iter()
@@ -392,7 +518,7 @@ impl Resolver {
         let looks = join_all(
             names
                 .iter()
-                .map(|(_, n)| self.lookup_in(data, n, RType::SRV, 0, Wait::Upstream)),
+                .map(|(_, n)| self.lookup_in(data, n, RType::SRV, 0, ask)),
         )
         .await;
         let present: Vec<Transport> = names
@@ -411,88 +537,158 @@ impl Resolver {
         Some(Answer::records(recs, Source::Synthesized))
     }
 
-    /// RFC 3263 / RFC 2782 additional records: for NAPTR the SRV records it points to and
-    /// their targets' addresses; for SRV the targets' addresses. What the answer already
-    /// carries is not fetched again.
-    async fn fill_additional(&self, data: &Data, answer: &mut Answer, qtype: RType) {
-        let mut have: HashSet<(DomainName, RType)> = answer
-            .additional
-            .iter()
-            .map(|r| (r.name.clone(), r.rtype()))
-            .collect();
-        let mut srv_records: Vec<Rec> = Vec::new();
-        if qtype == RType::NAPTR {
-            let mut owners = Vec::new();
-            for r in &answer.answers {
-                if let RecordData::Naptr {
-                    flags, replacement, ..
-                } = &r.data
-                    && flags.eq_ignore_ascii_case("s")
-                    && !replacement.is_root()
-                    && !owners.contains(replacement)
-                {
-                    owners.push(replacement.clone());
-                }
+    /// RFC 3263 / RFC 2782 additional records, in the order a phone uses them, RRset by
+    /// RRset (the encoder keeps every whole RRset that fits, in this order): for NAPTR, the
+    /// SRV set of the first NAPTR (by order, then preference), its targets' A then AAAA,
+    /// then the next NAPTR's; for SRV, the targets' A then AAAA. Records upstream sent in
+    /// ADDITIONAL are used for names outside the static zones; names in a static zone are
+    /// looked up there (static data wins, by the zone's merge mode).
+    async fn fill_additional(&self, data: &Data, answer: &mut Answer, qtype: RType, ask: Ask) {
+        let ask = ask.cache_only();
+        let pool = std::mem::take(&mut answer.additional);
+        let from_pool = |name: &DomainName, t: RType| -> Option<Vec<Rec>> {
+            if data.zones.find(name).is_some() {
+                return None;
             }
-            let missing: Vec<&DomainName> = owners
+            let v: Vec<Rec> = pool
                 .iter()
-                .filter(|o| !have.contains(&((*o).clone(), RType::SRV)))
+                .filter(|r| &r.name == name && (r.rtype() == t || covers(r, t)))
+                .cloned()
                 .collect();
-            let found = join_all(
-                missing
-                    .iter()
-                    .map(|o| self.lookup_in(data, o, RType::SRV, 0, Wait::CacheOnly)),
-            )
-            .await;
-            for a in found {
-                for r in a.answers.into_iter().filter(|r| r.rtype() == RType::SRV) {
-                    have.insert((r.name.clone(), RType::SRV));
-                    answer.additional.push(r);
+            v.iter().any(|r| r.rtype() == t).then_some(v)
+        };
+        // The SRV sets, in NAPTR order.
+        let mut sets: Vec<(Option<DomainName>, Vec<Rec>)> = Vec::new();
+        if qtype == RType::NAPTR {
+            let mut naptrs: Vec<(u16, u16, DomainName)> = answer
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RecordData::Naptr {
+                        order,
+                        preference,
+                        flags,
+                        replacement,
+                        ..
+                    } if flags.eq_ignore_ascii_case("s") && !replacement.is_root() => {
+                        Some((*order, *preference, replacement.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            naptrs.sort_by_key(|(o, p, _)| (*o, *p));
+            let mut owners: Vec<DomainName> = Vec::new();
+            for (_, _, o) in naptrs {
+                if !owners.contains(&o) {
+                    owners.push(o);
                 }
             }
-            srv_records.extend(
-                answer
-                    .additional
-                    .iter()
-                    .filter(|r| r.rtype() == RType::SRV)
-                    .cloned(),
-            );
+            let found = join_all(owners.iter().map(|o| async {
+                match from_pool(o, RType::SRV) {
+                    Some(v) => v,
+                    None => {
+                        let a = self.lookup_in(data, o, RType::SRV, 0, ask).await;
+                        a.answers
+                            .into_iter()
+                            .filter(|r| r.rtype() == RType::SRV)
+                            .collect()
+                    }
+                }
+            }))
+            .await;
+            for (o, recs) in owners.into_iter().zip(found) {
+                sets.push((Some(o), recs));
+            }
         } else {
-            srv_records.extend(
-                answer
-                    .answers
-                    .iter()
-                    .filter(|r| r.rtype() == RType::SRV)
-                    .cloned(),
-            );
+            let srv: Vec<Rec> = answer
+                .answers
+                .iter()
+                .filter(|r| r.rtype() == RType::SRV)
+                .cloned()
+                .collect();
+            sets.push((None, srv));
         }
-        let mut targets: Vec<DomainName> = Vec::new();
-        for r in &srv_records {
-            if let RecordData::Srv { target, .. } = &r.data
-                && !target.is_root()
-                && !targets.contains(target)
-            {
-                targets.push(target.clone());
+        // Each set's targets, in the set's order, each once, at most MAX_ADDITIONAL_TARGETS.
+        let mut seen: Vec<DomainName> = Vec::new();
+        let mut per_set: Vec<Vec<DomainName>> = Vec::new();
+        for (_, recs) in &sets {
+            let mut mine = Vec::new();
+            for r in recs {
+                if let RecordData::Srv { target, .. } = &r.data
+                    && !target.is_root()
+                    && !seen.contains(target)
+                    && seen.len() < MAX_ADDITIONAL_TARGETS
+                {
+                    seen.push(target.clone());
+                    mine.push(target.clone());
+                }
+            }
+            per_set.push(mine);
+        }
+        let wanted: Vec<(DomainName, RType)> = seen
+            .iter()
+            .flat_map(|t| [(t.clone(), RType::A), (t.clone(), RType::AAAA)])
+            .collect();
+        let found = join_all(wanted.iter().map(|(n, t)| async {
+            match from_pool(n, *t) {
+                Some(v) => v,
+                None => {
+                    let a = self.lookup_in(data, n, *t, 0, ask).await;
+                    a.answers
+                        .into_iter()
+                        .filter(|r| r.rtype() == *t || covers(r, *t))
+                        .collect()
+                }
+            }
+        }))
+        .await;
+        let addresses: std::collections::HashMap<(DomainName, RType), Vec<Rec>> =
+            wanted.into_iter().zip(found).collect();
+        let mut out: Vec<Rec> = Vec::new();
+        for ((owner, recs), targets) in sets.into_iter().zip(per_set) {
+            if owner.is_some() {
+                out.extend(recs);
+            }
+            for t in targets {
+                for rt in [RType::A, RType::AAAA] {
+                    if let Some(v) = addresses.get(&(t.clone(), rt)) {
+                        out.extend(v.iter().cloned());
+                    }
+                }
             }
         }
-        targets.truncate(MAX_ADDITIONAL_TARGETS);
-        let wanted: Vec<(DomainName, RType)> = targets
-            .into_iter()
-            .flat_map(|t| [(t.clone(), RType::A), (t, RType::AAAA)])
-            .filter(|k| !have.contains(k))
-            .collect();
-        let found = join_all(
-            wanted
-                .iter()
-                .map(|(n, t)| self.lookup_in(data, n, *t, 0, Wait::CacheOnly)),
-        )
-        .await;
-        for ((_, t), a) in wanted.iter().zip(found) {
-            answer
-                .additional
-                .extend(a.answers.into_iter().filter(|r| r.rtype() == *t));
-        }
+        answer.additional = out;
     }
+}
+
+/// True for an RRSIG over type `t`.
+fn covers(r: &Rec, t: RType) -> bool {
+    matches!(&r.data, RecordData::Opaque { rtype, rdata }
+        if *rtype == RType::RRSIG && rdata.len() >= 2
+            && u16::from_be_bytes([rdata[0], rdata[1]]) == t.0)
+}
+
+/// Marks an answer given because upstream failed: no signature, reused only until the
+/// upstream retry interval.
+fn given_because_upstream_failed(a: Answer) -> Answer {
+    Answer {
+        reuse: Reuse::UntilRetry,
+        ..a.without_dnssec()
+    }
+}
+
+/// True if some SRV set in the answer has two records of one priority: the weighted order
+/// is drawn per response.
+fn has_weighted_choice(answer: &Answer) -> bool {
+    let mut seen = HashSet::new();
+    answer
+        .answers
+        .iter()
+        .chain(&answer.additional)
+        .any(|r| match &r.data {
+            RecordData::Srv { priority, .. } => !seen.insert((r.name.clone(), *priority)),
+            _ => false,
+        })
 }
 
 fn static_answer(records: Vec<Rec>) -> Answer {
@@ -525,6 +721,8 @@ fn negative_answer(zone: &Zone, stat: &ZoneAnswer, up: &Answer) -> Answer {
         authority: vec![zone.negative_soa()],
         additional: Vec::new(),
         source: Source::Static,
+        authentic_data: false,
+        reuse: Reuse::Fresh,
     }
 }
 

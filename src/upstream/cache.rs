@@ -21,10 +21,11 @@ use std::{
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
-use crate::record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source};
+use crate::record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Reuse, Source};
 
-/// What the cache is keyed by: the question.
-pub(crate) type Key = (DomainName, RType);
+/// What the cache is keyed by: the question, and the DNSSEC bits it is asked upstream with
+/// (a reply to DO or CD differs from one without).
+pub(crate) type Key = (DomainName, RType, super::Want);
 
 /// The longest an answer stays fresh whatever its TTL says (RFC 8767 §4 suggests capping
 /// TTLs at 7 days, as many resolvers do).
@@ -103,6 +104,12 @@ fn with_ttls(answer: &Answer, source: Source, ttl_of: impl Fn(u32) -> u32) -> An
         authority: adjust(&answer.authority),
         additional: adjust(&answer.additional),
         source,
+        authentic_data: answer.authentic_data && source != Source::Stale,
+        reuse: if source == Source::Stale {
+            Reuse::UntilRetry
+        } else {
+            answer.reuse
+        },
     }
 }
 
@@ -143,7 +150,8 @@ impl Entry {
             }))
         } else if !self.is_dead(now, stale) {
             // RFC 8767 §4: stale answers carry a short TTL (30 s recommended).
-            Hit::Stale(with_ttls(&self.answer, Source::Stale, |_| stale.ttl))
+            // A stale answer is sipdns' own make: no signature is relayed with it.
+            Hit::Stale(with_ttls(&self.answer, Source::Stale, |_| stale.ttl).without_dnssec())
         } else {
             Hit::Miss
         }
@@ -396,7 +404,7 @@ mod tests {
     }
 
     fn key(n: &str) -> Key {
-        (name(n), RType::A)
+        (name(n), RType::A, super::super::Want::default())
     }
 
     const STALE: StalePolicy = StalePolicy {

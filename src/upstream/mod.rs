@@ -22,6 +22,7 @@
 //! `servers.rs`.
 
 mod cache;
+mod scrub;
 mod servers;
 
 use std::{
@@ -95,6 +96,16 @@ impl UpstreamError {
             Self::ServFail | Self::Refused => 3,
         }
     }
+}
+
+/// The DNSSEC bits a question is asked upstream with: DO when the client set it (so the
+/// RRSIGs come back), CD when the client set it (RFC 4035 §3.2.2). Part of every cache key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Want {
+    /// DO: ask for DNSSEC records.
+    pub dnssec_ok: bool,
+    /// CD: ask the upstream not to validate.
+    pub checking_disabled: bool,
 }
 
 /// The settings that a reload swaps as one.
@@ -196,7 +207,12 @@ impl Forwarder {
     /// A fresh cached answer (source `Cache`, TTLs decremented by the entry's age), without
     /// any I/O and without waiting: the DNS fast path asks this first.
     pub fn cached(&self, name: &DomainName, rtype: RType) -> Option<Answer> {
-        match self.lookup_cache(&(name.clone(), rtype)) {
+        self.cached_with(name, rtype, Want::default())
+    }
+
+    /// [`Self::cached`] for a question asked with DNSSEC bits.
+    pub fn cached_with(&self, name: &DomainName, rtype: RType, want: Want) -> Option<Answer> {
+        match self.lookup_cache(&(name.clone(), rtype, want)) {
             Hit::Fresh(answer) => Some(answer),
             Hit::Stale(_) | Hit::Miss => None,
         }
@@ -206,7 +222,12 @@ impl Forwarder {
     /// window (source `Stale`, TTL `stale_ttl`). Starts no upstream request; meant for when
     /// the server is too busy to forward.
     pub fn stale(&self, name: &DomainName, rtype: RType) -> Option<Answer> {
-        match self.lookup_cache(&(name.clone(), rtype)) {
+        self.stale_with(name, rtype, Want::default())
+    }
+
+    /// [`Self::stale`] for a question asked with DNSSEC bits.
+    pub fn stale_with(&self, name: &DomainName, rtype: RType, want: Want) -> Option<Answer> {
+        match self.lookup_cache(&(name.clone(), rtype, want)) {
             Hit::Fresh(answer) | Hit::Stale(answer) => Some(answer),
             Hit::Miss => None,
         }
@@ -218,7 +239,17 @@ impl Forwarder {
     /// `stale_answer_after`, a stale entry (source `Stale`). `Err` only when every upstream
     /// failed and nothing usable is cached.
     pub async fn lookup(&self, name: &DomainName, rtype: RType) -> Result<Answer, UpstreamError> {
-        let key = (name.clone(), rtype);
+        self.lookup_with(name, rtype, Want::default()).await
+    }
+
+    /// [`Self::lookup`] for a question asked with DNSSEC bits.
+    pub async fn lookup_with(
+        &self,
+        name: &DomainName,
+        rtype: RType,
+        want: Want,
+    ) -> Result<Answer, UpstreamError> {
+        let key = (name.clone(), rtype, want);
         let stale = match self.lookup_cache(&key) {
             Hit::Fresh(answer) => return Ok(answer),
             Hit::Stale(answer) => Some(answer),
@@ -299,8 +330,11 @@ impl Forwarder {
                 generation,
             };
             let inner = &guard.inner;
-            let (name, rtype) = &guard.key;
-            let result = settings.upstreams.query(name, *rtype, &inner.metrics).await;
+            let (name, rtype, want) = &guard.key;
+            let result = settings
+                .upstreams
+                .query(name, *rtype, *want, &inner.metrics)
+                .await;
             let label = match &result {
                 Ok(_) => "ok",
                 Err(e) => e.label(),

@@ -26,17 +26,17 @@ use hickory_resolver::{
         xfer::{DnsHandle, FirstAnswer},
     },
     proto::{
-        op::{DnsRequestOptions, DnsResponse, Query, ResponseCode},
+        op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode},
         rr::{Record, RecordType},
     },
 };
 
-use super::UpstreamError;
+use super::{UpstreamError, Want, scrub};
 use crate::{
-    config::UpstreamConfig,
+    config::{UpstreamConfig, UpstreamServer},
     dns::convert::{name_to_hickory, rec_from_hickory},
     metrics::Metrics,
-    record::{Answer, DomainName, RType, Rcode, Rec, Source},
+    record::{Answer, DomainName, RType, Rcode, Rec, Reuse, Source},
 };
 
 /// Most requests in flight on one TCP connection to an upstream (hickory's default is 32;
@@ -45,6 +45,8 @@ const MAX_ACTIVE_REQUESTS: usize = 128;
 
 struct Server {
     addr: SocketAddr,
+    /// Relay this server's AD bit (`trusted_ad`).
+    trusted_ad: bool,
     pool: NameServerPool<TokioRuntimeProvider>,
 }
 
@@ -63,6 +65,9 @@ impl Upstreams {
     pub(crate) fn from_config(cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
         let addrs = if cfg.servers.is_empty() {
             read_resolv_conf(&cfg.resolv_conf)?
+                .into_iter()
+                .map(UpstreamServer::from)
+                .collect()
         } else {
             cfg.servers.clone()
         };
@@ -77,21 +82,27 @@ impl Upstreams {
         let cx = Arc::new(PoolContext::new(options, tls));
         let servers = addrs
             .into_iter()
-            .map(|addr| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                Server {
-                    addr,
-                    pool: NameServerPool::from_config(
-                        [ns],
-                        cx.clone(),
-                        TokioRuntimeProvider::new(),
-                    ),
-                }
-            })
+            .map(
+                |UpstreamServer {
+                     address: addr,
+                     trusted_ad,
+                 }| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+                    Server {
+                        addr,
+                        trusted_ad,
+                        pool: NameServerPool::from_config(
+                            [ns],
+                            cx.clone(),
+                            TokioRuntimeProvider::new(),
+                        ),
+                    }
+                },
+            )
             .collect();
         Ok(Self {
             servers,
@@ -107,10 +118,13 @@ impl Upstreams {
         &self,
         name: &DomainName,
         rtype: RType,
+        want: Want,
         metrics: &Metrics,
     ) -> Result<Answer, UpstreamError> {
         let qname = name_to_hickory(name).map_err(|e| UpstreamError::Other(e.to_string()))?;
         let query = Query::query(qname, RecordType::from(rtype.0));
+        let mut options = DnsRequestOptions::default();
+        options.edns_set_dnssec_ok = want.dnssec_ok;
         let n = self.servers.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let mut worst: Option<UpstreamError> = None;
@@ -120,14 +134,24 @@ impl Upstreams {
                 let Some(server) = self.servers.get(idx) else {
                     continue;
                 };
-                let reply = server
-                    .pool
-                    .lookup(query.clone(), DnsRequestOptions::default())
-                    .first_answer()
-                    .await;
+                let mut request = DnsRequest::from_query(query.clone(), options.clone());
+                request.metadata.checking_disabled = want.checking_disabled;
+                let reply = server.pool.send(request).first_answer().await;
                 match answer_from_reply(reply) {
-                    Ok(answer) => {
+                    Ok(mut answer) => {
                         self.preferred.store(idx, Ordering::Relaxed);
+                        answer.authentic_data &= server.trusted_ad;
+                        let dropped = scrub::scrub(name, rtype, &mut answer);
+                        for (section, n) in
+                            ["answer", "authority", "additional"].iter().zip(dropped)
+                        {
+                            if n > 0 {
+                                metrics
+                                    .upstream_scrubbed
+                                    .with_label_values(&[section])
+                                    .inc_by(n as u64);
+                            }
+                        }
                         return Ok(answer);
                     }
                     Err(e) => {
@@ -169,6 +193,7 @@ fn answer_from_reply(reply: Result<DnsResponse, NetError>) -> Result<Answer, Ups
     match reply {
         Ok(response) => {
             let rcode = rcode_from_hickory(response.response_code);
+            let authentic_data = response.metadata.authentic_data;
             let message = response.into_message();
             Ok(Answer {
                 rcode,
@@ -177,6 +202,8 @@ fn answer_from_reply(reply: Result<DnsResponse, NetError>) -> Result<Answer, Ups
                 authority: plain(&message.authorities),
                 additional: plain(&message.additionals),
                 source: Source::Upstream,
+                authentic_data,
+                reuse: Reuse::Fresh,
             })
         }
         // hickory turns NXDOMAIN and NODATA replies into this error; they are answers, and
@@ -193,6 +220,9 @@ fn answer_from_reply(reply: Result<DnsResponse, NetError>) -> Result<Answer, Ups
             authority: authorities.map(|a| plain(&a)).unwrap_or_default(),
             additional: Vec::new(),
             source: Source::Upstream,
+            // hickory keeps no header of a negative reply: its AD bit is lost, so cleared.
+            authentic_data: false,
+            reuse: Reuse::Fresh,
         }),
         Err(e) => Err(error_from_hickory(e)),
     }

@@ -23,7 +23,7 @@ const NAME: &str = "pbx.example.org";
 
 fn config(servers: &[&FakeUpstream]) -> UpstreamConfig {
     UpstreamConfig {
-        servers: servers.iter().map(|s| s.addr()).collect(),
+        servers: servers.iter().map(|s| s.addr().into()).collect(),
         timeout: Duration::from_millis(500),
         attempts: 1,
         cache_size: 100,
