@@ -153,8 +153,8 @@ pub fn skim(p: &[u8], max_udp_payload: u16) -> Skim {
             return s;
         };
         if k == 0 && count(header::QDCOUNT) == 1 {
-            // Only an uncompressed name is echoed.
-            if !compressed {
+            // Only an uncompressed name of legal length (RFC 1035 §2.3.4) is echoed.
+            if !compressed && end - i <= 255 {
                 s.question = Some((
                     p[i..end].to_vec(),
                     u16::from_be_bytes([tail[0], tail[1]]),

@@ -9,6 +9,7 @@
     unreachable_pub
 )]
 
+mod answers;
 mod api;
 mod common;
 mod config_files;
