@@ -16,6 +16,7 @@ use sipdns::record::{RType, Rcode};
 use crate::common::{
     client::udp_raw,
     fake_upstream::{Behaviour, FakeUpstream, Reply, a, aaaa, cname, naptr, soa, srv},
+    peers,
     server::{self, TestServer},
 };
 
@@ -669,4 +670,150 @@ async fn forwarded_dnssec_records_only_for_do_clients() {
     assert_eq!(d.opt, Some((1232, true)));
     // The DO question is its own upstream question (its reply carries RRSIGs upstream).
     assert_eq!(up.queries("signed.example.com", RType::A), 2);
+}
+
+/// A zone Knot signs at load.
+const SIGNED_ZONE: &str = "$ORIGIN signed.example.net.
+$TTL 300
+@    IN SOA ns1 hostmaster 1 3600 600 86400 30
+     IN NS  ns1
+ns1  IN A   192.0.2.53
+www  IN A   192.0.2.80
+www  IN AAAA 2001:db8::80
+";
+
+/// A managed SIP domain outside the signed zone (static, unsigned): its answers are
+/// policy-shaped, so they must come out insecure, never bogus.
+const VOICE_ZONE: &str = "zone: voice.example.org\nmode: override\nttl: 60\nrecords:\n  - { name: '@', type: A, address: 127.0.0.21 }\n  - { name: _sip._udp, type: SRV, priority: 10, weight: 1, port: 5060, target: s1 }\n  - { name: s1, type: A, address: 127.0.0.21 }\n";
+
+fn voice_config(upstream: &str) -> String {
+    format!(
+        "upstream:\n  servers: [{upstream}]\n  timeout: 2s\n  attempts: 1\nsip:\n  probe:\n    interval: 60s\n  domains:\n    - name: voice.example.org\n      ordering: fixed\n"
+    )
+}
+
+fn types_in(raw: &[u8]) -> Vec<String> {
+    let m = Message::from_vec(raw).unwrap();
+    m.answers
+        .iter()
+        .chain(&m.authorities)
+        .chain(&m.additionals)
+        .map(|r| r.record_type().to_string())
+        .collect()
+}
+
+/// Point 7: DNSSEC-transparent forwarding, checked by a validating client. A zone signed
+/// by Knot DNS, forwarded through sipdns, validates with `delv` (positive and negative
+/// answers); a policy-shaped name of a managed SIP domain (outside the signed zone) is
+/// insecure, not bogus; RRSIGs reach DO clients only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnssec_validates_through_sipdns_with_delv() {
+    let (knot, anchors, _) = peers::knot_signed("signed.example.net", SIGNED_ZONE).await;
+    let config = voice_config(&format!("\"{}\"", knot.addr));
+    let s = server::start(&config, &[("voice.yaml", VOICE_ZONE)]).await;
+    let root = "signed.example.net";
+
+    let out = peers::delv(s.dns, &anchors, root, "www.signed.example.net", "A").await;
+    assert!(out.contains("; fully validated"), "{out}");
+    assert!(out.contains("192.0.2.80"), "{out}");
+    let out = peers::delv(s.dns, &anchors, root, "www.signed.example.net", "AAAA").await;
+    assert!(out.contains("; fully validated"), "{out}");
+    let out = peers::delv(s.dns, &anchors, root, "nope.signed.example.net", "A").await;
+    assert!(out.contains("negative response, fully validated"), "{out}");
+    let out = peers::delv(s.dns, &anchors, root, "ns1.signed.example.net", "TXT").await;
+    assert!(out.contains("fully validated"), "{out}");
+
+    // The policy-shaped name lies outside the trust anchor: delv accepts it unvalidated
+    // (it prints "; authoritative", the trust level of an unsigned answer carrying AA, as
+    // sipdns' static data does) — insecure, never bogus. Under a signed zone it could not
+    // be: the policy rewrites the RRsets, and no signature would match them.
+    let out = peers::delv(s.dns, &anchors, root, "voice.example.org", "A").await;
+    assert!(
+        out.contains("; authoritative") || out.contains("; unsigned answer"),
+        "{out}"
+    );
+    assert!(out.contains("127.0.0.21"), "{out}");
+    assert!(
+        !out.contains("bogus") && !out.contains("failed") && !out.contains("fully validated"),
+        "{out}"
+    );
+
+    // RRSIGs only for DO clients; AD never from an untrusted upstream.
+    let q = Q::new("www.signed.example.net.", RecordType::A).edns(1232);
+    let raw = ask_udp(s.dns, &q).await;
+    assert!(
+        !types_in(&raw).contains(&"RRSIG".to_string()),
+        "{:?}",
+        types_in(&raw)
+    );
+    let raw = ask_udp(s.dns, &q.clone().dnssec()).await;
+    assert!(
+        types_in(&raw).contains(&"RRSIG".to_string()),
+        "{:?}",
+        types_in(&raw)
+    );
+    assert!(!bits(&raw).ad);
+    // sipdns' own answers carry no RRSIG and no AD, DO or not.
+    let raw = ask_udp(
+        s.dns,
+        &Q::new("voice.example.org.", RecordType::A)
+            .edns(1232)
+            .dnssec(),
+    )
+    .await;
+    assert!(!types_in(&raw).contains(&"RRSIG".to_string()));
+    assert!(!bits(&raw).ad);
+}
+
+/// AD is relayed only from an upstream marked `trusted_ad: true` (here unbound validating
+/// Knot's signed zone); from the same upstream unmarked it is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_is_relayed_only_from_trusted_upstreams() {
+    let (knot, _, ds) = peers::knot_signed("signed.example.net", SIGNED_ZONE).await;
+    let unbound = peers::unbound(
+        &format!(
+            "  do-not-query-localhost: no\n  module-config: \"validator iterator\"\n  trust-anchor: \"{ds}\"\n  qname-minimisation: no\nstub-zone:\n  name: \"signed.example.net\"\n  stub-addr: {}@{}\n",
+            knot.addr.ip(),
+            knot.addr.port()
+        ),
+        "signed.example.net",
+    )
+    .await;
+    let q = Q::new("www.signed.example.net.", RecordType::A)
+        .edns(1232)
+        .dnssec();
+    assert!(
+        bits(&ask_udp(unbound.addr, &q).await).ad,
+        "unbound validates"
+    );
+
+    let trusted = server::start(
+        &voice_config(&format!(
+            "{{ address: \"{}\", trusted_ad: true }}",
+            unbound.addr
+        )),
+        &[("voice.yaml", VOICE_ZONE)],
+    )
+    .await;
+    let untrusted = server::start(
+        &voice_config(&format!("\"{}\"", unbound.addr)),
+        &[("voice.yaml", VOICE_ZONE)],
+    )
+    .await;
+    assert!(
+        bits(&ask_udp(trusted.dns, &q).await).ad,
+        "AD from a trusted upstream"
+    );
+    assert!(
+        !bits(&ask_udp(untrusted.dns, &q).await).ad,
+        "AD from an untrusted upstream"
+    );
+    // A client that set neither DO nor AD gets no AD (RFC 6840 §5.8).
+    let plain = Q::new("www.signed.example.net.", RecordType::A).edns(1232);
+    assert!(!bits(&ask_udp(trusted.dns, &plain).await).ad);
+    // Policy-shaped answers: never AD.
+    let v = Q::new("voice.example.org.", RecordType::A)
+        .edns(1232)
+        .dnssec();
+    assert!(!bits(&ask_udp(trusted.dns, &v).await).ad);
 }

@@ -4,4 +4,6 @@ pub mod client;
 #[allow(dead_code)]
 pub mod fake_upstream;
 pub mod http;
+#[allow(dead_code)]
+pub mod peers;
 pub mod server;

@@ -1,0 +1,193 @@
+//! Real DNS peers started by a test on loopback, each with its own config in a temporary
+//! directory and an ephemeral port: Knot DNS (`knotd`, signing a zone with an automatic
+//! key policy) and unbound. Killed when dropped.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+
+/// A free loopback port for both UDP and TCP (bound, then released).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port");
+}
+
+/// Waits (bounded) until a DNS server on `addr` answers an SOA query for `zone` over UDP.
+pub async fn wait_answering(addr: SocketAddr, zone: &str, within: Duration) {
+    use hickory_proto::rr::RecordType;
+    let q = super::client::query(zone, RecordType::SOA, None)
+        .to_vec()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if super::client::udp_raw(addr, &q, Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} did not answer for {zone} within {within:?}");
+}
+
+/// A running peer process.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Knot DNS serving `zone` (RFC 1035 text, origin `origin`), signed at load with Knot's
+/// default automatic policy (ECDSA P-256 KSK and ZSK). Returns the server and the trust
+/// anchor of the zone as a `delv -a` file and as a DS record line (digest SHA-256, from
+/// `keymgr`).
+pub async fn knot_signed(origin: &str, zone: &str) -> (Peer, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("db")).unwrap();
+    std::fs::write(d.join(format!("{origin}.zone")), zone).unwrap();
+    let port = free_port();
+    let conf = format!(
+        "server:\n    listen: 127.0.0.1@{port}\n    rundir: {dir}\ndatabase:\n    storage: {dir}/db\nlog:\n  - target: stderr\n    any: warning\ntemplate:\n  - id: default\n    storage: {dir}\n    file: \"%s.zone\"\nzone:\n  - domain: {origin}\n    dnssec-signing: on\n",
+        dir = d.display()
+    );
+    let conf_path = d.join("knot.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("knotd (Debian package knot) is installed");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let peer = Peer { addr, child, dir };
+    wait_answering(addr, origin, Duration::from_secs(20)).await;
+    let (anchors, ds) = trust_anchor(&conf_path, origin, peer.dir.path()).await;
+    (peer, anchors, ds)
+}
+
+async fn trust_anchor(conf: &Path, origin: &str, dir: &Path) -> (std::path::PathBuf, String) {
+    // Signing happens right after load: wait (bounded) until the key is there.
+    let start = Instant::now();
+    loop {
+        let out = Command::new("keymgr")
+            .arg("-c")
+            .arg(conf)
+            .arg(origin)
+            .arg("ds")
+            .output()
+            .await
+            .expect("keymgr runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        // `signed.example.net. DS 27920 13 2 985e...`
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some("2"))
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let path = dir.join("anchors.conf");
+            std::fs::write(
+                &path,
+                format!(
+                    "trust-anchors {{\n  {origin}. static-ds {} {} {} \"{}\";\n}};\n",
+                    f[2], f[3], f[4], f[5]
+                ),
+            )
+            .unwrap();
+            return (path, line.trim().to_string());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no DS from keymgr: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `delv` against `server` with `anchors` and `+root=root`; returns stdout + stderr.
+pub async fn delv(
+    server: SocketAddr,
+    anchors: &Path,
+    root: &str,
+    name: &str,
+    qtype: &str,
+) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new("delv")
+            .arg(format!("@{}", server.ip()))
+            .arg("-p")
+            .arg(server.port().to_string())
+            .arg("-a")
+            .arg(anchors)
+            .arg(format!("+root={root}"))
+            .arg(name)
+            .arg(qtype)
+            .output(),
+    )
+    .await
+    .expect("delv finished in time")
+    .expect("delv (bind9-dnsutils) is installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// unbound on loopback with `conf` (the `server:` clauses and zones, without `interface`,
+/// `port` and the housekeeping this adds).
+pub async fn unbound(conf_body: &str, wait_zone: &str) -> Peer {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = format!(
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  chroot: \"\"\n  username: \"\"\n  directory: \"{dir}\"\n  pidfile: \"\"\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  verbosity: 0\n  num-threads: 1\n{conf_body}",
+        dir = dir.path().display()
+    );
+    let conf_path = dir.path().join("unbound.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let check = std::process::Command::new("unbound-checkconf")
+        .arg(&conf_path)
+        .output()
+        .expect("unbound-checkconf runs");
+    assert!(
+        check.status.success(),
+        "unbound config: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = Command::new("unbound")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unbound is installed");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let peer = Peer { addr, child, dir };
+    wait_answering(addr, wait_zone, Duration::from_secs(20)).await;
+    peer
+}
