@@ -817,3 +817,203 @@ async fn ad_is_relayed_only_from_trusted_upstreams() {
         .dnssec();
     assert!(!bits(&ask_udp(trusted.dns, &v).await).ad);
 }
+
+/// A tiny deterministic generator for the matrix's shuffles (fixed seeds: a failure
+/// reproduces).
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// One cell of the query matrix.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub q: Q,
+    pub tcp: bool,
+}
+
+/// `name` in 0x20 mixed case.
+fn mixed_case(name: &str) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Every variant of every question: no EDNS / EDNS 512 / 1232 / 4096, DO on and off (with
+/// EDNS), CD, RD on and off, lower and mixed case, UDP and TCP.
+pub fn matrix(questions: &[(&str, RecordType)]) -> Vec<Variant> {
+    let mut out = Vec::new();
+    let mut id = 1u16;
+    for (name, qtype) in questions {
+        for edns in [None, Some(512), Some(1232), Some(4096)] {
+            for dnssec_ok in [false, true] {
+                if dnssec_ok && edns.is_none() {
+                    continue;
+                }
+                for cd in [false, true] {
+                    for rd in [false, true] {
+                        for mixed in [false, true] {
+                            for tcp in [false, true] {
+                                let mut q = Q::new(name, *qtype);
+                                if mixed {
+                                    q.name = mixed_case(name);
+                                }
+                                q.edns = edns;
+                                q.dnssec_ok = dnssec_ok;
+                                q.cd = cd;
+                                q.rd = rd;
+                                q.id = id;
+                                id = id.wrapping_add(1);
+                                out.push(Variant { q, tcp });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A reply with its ID and every TTL but OPT's zeroed: what must be identical between two
+/// servers (or a cached and an uncached path) whatever the clock says.
+pub fn normalized(raw: &[u8]) -> Vec<u8> {
+    let mut p = raw.to_vec();
+    p[0] = 0;
+    p[1] = 0;
+    let count = |i: usize| usize::from(u16::from_be_bytes([raw[i], raw[i + 1]]));
+    let skip_name = |mut i: usize| -> usize {
+        loop {
+            let len = raw[i];
+            if len == 0 {
+                return i + 1;
+            }
+            if len & 0xC0 == 0xC0 {
+                return i + 2;
+            }
+            i += 1 + usize::from(len);
+        }
+    };
+    let mut i = 12;
+    for _ in 0..count(4) {
+        i = skip_name(i) + 4;
+    }
+    for _ in 0..count(6) + count(8) + count(10) {
+        i = skip_name(i);
+        let rtype = u16::from_be_bytes([raw[i], raw[i + 1]]);
+        if rtype != 41 {
+            p[i + 4..i + 8].copy_from_slice(&[0; 4]);
+        }
+        let rdlen = usize::from(u16::from_be_bytes([raw[i + 8], raw[i + 9]]));
+        i += 10 + rdlen;
+    }
+    assert_eq!(i, raw.len(), "trailing bytes in a reply");
+    p
+}
+
+async fn ask(server: SocketAddr, v: &Variant) -> Vec<u8> {
+    if v.tcp {
+        ask_tcp(server, &v.q).await
+    } else {
+        ask_udp(server, &v.q).await
+    }
+}
+
+/// The setup every matrix server shares: static zone, managed SIP domain (fixed order, so
+/// nothing is drawn per response), and a fake upstream.
+async fn matrix_upstream() -> FakeUpstream {
+    let up = FakeUpstream::start().await;
+    up.answer(
+        "fwd.example.com",
+        RType::A,
+        vec![
+            a("fwd.example.com", 300, "192.0.2.31"),
+            a("fwd.example.com", 300, "192.0.2.32"),
+        ],
+    );
+    up.nxdomain("nx.example.com", RType::A, soa("example.com", 300, 60));
+    up.nodata("fwd.example.com", RType::AAAA, soa("example.com", 300, 60));
+    up
+}
+
+fn matrix_config(up: &FakeUpstream) -> String {
+    format!(
+        "upstream:\n  servers: [\"{}\"]\n  timeout: 2s\n  attempts: 1\nsip:\n  probe:\n    interval: 60s\n    fall: 10\n  domains:\n    - name: voice.example.org\n      ordering: fixed\n",
+        up.addr()
+    )
+}
+
+const MATRIX_QUESTIONS: &[(&str, RecordType)] = &[
+    ("www.answers.example.net.", RecordType::A),
+    ("alias.answers.example.net.", RecordType::A),
+    ("big.answers.example.net.", RecordType::A),
+    ("nope.answers.example.net.", RecordType::A),
+    ("txt.answers.example.net.", RecordType::A),
+    ("fwd.example.com.", RecordType::A),
+    ("fwd.example.com.", RecordType::AAAA),
+    ("nx.example.com.", RecordType::A),
+    ("_sip._udp.voice.example.org.", RecordType::SRV),
+    ("voice.example.org.", RecordType::A),
+];
+
+/// Points 1 and 2 of "what to build": the answer cache is invisible. Every variant of the
+/// matrix is asked of a freshly started server first (the uncached path); then the whole
+/// matrix, in three fixed-seed shuffled orders, of one server; every reply must equal the
+/// fresh one byte for byte, except the ID and the TTLs (a cached upstream answer's TTLs
+/// count down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_replies_equal_fresh_replies_for_the_whole_matrix() {
+    let up = matrix_upstream().await;
+    let config = matrix_config(&up);
+    let zone = big_zone();
+    let zones = [
+        ("answers.example.net.zone", zone.as_str()),
+        ("voice.yaml", VOICE_ZONE),
+    ];
+    let cells = matrix(MATRIX_QUESTIONS);
+    let started = Instant::now();
+    let mut fresh = Vec::with_capacity(cells.len());
+    for v in &cells {
+        let s = server::start(&config, &zones).await;
+        fresh.push(normalized(&ask(s.dns, v).await));
+        if let Some(srv) = s.server.as_ref() {
+            srv.shutdown.cancel();
+        }
+    }
+    eprintln!("{} fresh servers in {:?}", cells.len(), started.elapsed());
+
+    let shared = server::start(&config, &zones).await;
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    for seed in [1u64, 2, 3] {
+        Shuffle(0x9E37_79B9_7F4A_7C15 ^ seed).shuffle(&mut order);
+        for &i in &order {
+            let got = normalized(&ask(shared.dns, &cells[i]).await);
+            assert_eq!(
+                got, fresh[i],
+                "seed {seed}: cached reply differs from a fresh server's for {:?}",
+                cells[i]
+            );
+        }
+    }
+}
