@@ -1017,3 +1017,159 @@ async fn cached_replies_equal_fresh_replies_for_the_whole_matrix() {
         }
     }
 }
+
+/// The static data of [`ZONE`], `big` and [`VOICE_ZONE`] as unbound `local-zone` /
+/// `local-data` lines.
+fn unbound_local_data() -> String {
+    let mut c = String::new();
+    let mut zone = |name: &str, records: &[String]| {
+        c.push_str(&format!("  local-zone: \"{name}\" static\n"));
+        for r in records {
+            c.push_str(&format!("  local-data: \"{r}\"\n"));
+        }
+    };
+    let mut answers: Vec<String> = [
+        "answers.example.net. 300 IN SOA ns1.answers.example.net. hostmaster.answers.example.net. 1 3600 600 86400 30",
+        "answers.example.net. 300 IN NS ns1.answers.example.net.",
+        "ns1.answers.example.net. 300 IN A 192.0.2.53",
+        "www.answers.example.net. 300 IN A 192.0.2.80",
+        "www.answers.example.net. 300 IN AAAA 2001:db8::80",
+        "alias.answers.example.net. 300 IN CNAME www.answers.example.net.",
+        "txt.answers.example.net. 300 IN TXT hello",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 0..64 {
+        answers.push(format!("big.answers.example.net. 300 IN A 198.51.100.{i}"));
+    }
+    zone("answers.example.net.", &answers);
+    let voice: Vec<String> = [
+        "voice.example.org. 60 IN SOA ns1.voice.example.org. hostmaster.voice.example.org. 1 3600 600 86400 60",
+        "voice.example.org. 60 IN A 127.0.0.21",
+        "_sip._udp.voice.example.org. 60 IN SRV 10 1 5060 s1.voice.example.org.",
+        "s1.voice.example.org. 60 IN A 127.0.0.21",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    zone("voice.example.org.", &voice);
+    c
+}
+
+/// What the oracle compares of one reply.
+#[derive(Debug, PartialEq, Eq)]
+struct Compared {
+    rcode: u8,
+    qr: bool,
+    opcode: u8,
+    tc: bool,
+    rd: bool,
+    cd: bool,
+    /// OPT present, its payload, DO echoed.
+    opt: Option<(u16, bool)>,
+    answer: Vec<String>,
+    authority: Vec<String>,
+}
+
+fn compared(raw: &[u8]) -> Compared {
+    let b = bits(raw);
+    let m = Message::from_vec(raw).unwrap();
+    Compared {
+        rcode: b.rcode,
+        qr: b.qr,
+        opcode: b.opcode,
+        tc: b.tc,
+        rd: b.rd,
+        cd: b.cd,
+        opt: b.opt,
+        answer: section(&m.answers),
+        authority: section(&m.authorities),
+    }
+}
+
+/// Where sipdns differs from unbound on purpose. Reviewed; each entry says why.
+///
+/// - ADDITIONAL is never compared: sipdns adds the RFC 3263 records (SRV targets'
+///   addresses) a phone would otherwise ask for, unbound adds none for local data.
+/// - AA and RA are not compared: sipdns sets AA on its static data (it is the authority
+///   the operator configured), unbound's local zones do not.
+/// - TTLs are not compared: sipdns caps the TTL of a managed SIP domain's answers (the
+///   health policy's `ttl`), and a cached answer's TTLs count down differently.
+/// - A forwarded question with RD=0: unbound gives only what its cache holds (RFC 1034
+///   §4.3.1, non-recursive service); sipdns forwards every question, since its clients are
+///   stub resolvers and phones. Header bits and OPT are still compared.
+/// - `alias` (a CNAME in static data): sipdns follows the chain inside its static data
+///   and answers the target's records too (RFC 1034 §4.3.2 step 3a); unbound's
+///   `local-data` answers the CNAME alone.
+fn allowed_difference(v: &Variant, ours: &Compared, theirs: &Compared) -> Option<&'static str> {
+    let name = v.q.name.to_ascii_lowercase();
+    let forwarded = name.ends_with("example.com.");
+    if forwarded && !v.q.rd {
+        return Some("RD=0 forwarded: unbound answers from cache only");
+    }
+    if name.starts_with("alias.")
+        && ours.rcode == theirs.rcode
+        && theirs.answer.iter().all(|r| ours.answer.contains(r))
+        && ours
+            .answer
+            .iter()
+            .all(|r| r.contains(" CNAME ") || r.starts_with("www."))
+    {
+        return Some("static CNAME followed by sipdns, not by unbound local-data");
+    }
+    None
+}
+
+/// Point 8: a peer as the oracle. unbound, with the same static data as `local-zone` /
+/// `local-data` and the same upstream, answers the query matrix; rcode, QR, OPCODE, TC,
+/// RD, CD, the DO echo, OPT presence and payload, and ANSWER and AUTHORITY (as sets) must
+/// match sipdns', except where [`allowed_difference`] says why not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_as_the_oracle() {
+    let up = matrix_upstream().await;
+    let unbound = peers::unbound(
+        &format!(
+            "  do-not-query-localhost: no\n  module-config: \"iterator\"\n  edns-buffer-size: 1232\n  qname-minimisation: no\n  minimal-responses: yes\n{}forward-zone:\n  name: \".\"\n  forward-addr: {}@{}\n",
+            unbound_local_data(),
+            up.addr().ip(),
+            up.addr().port()
+        ),
+        "answers.example.net.",
+    )
+    .await;
+    let zone = big_zone();
+    let s = server::start(
+        &matrix_config(&up),
+        &[
+            ("answers.example.net.zone", zone.as_str()),
+            ("voice.yaml", VOICE_ZONE),
+        ],
+    )
+    .await;
+    let mut cells = matrix(MATRIX_QUESTIONS);
+    Shuffle(42).shuffle(&mut cells);
+    let (mut same, mut allowed) = (0, std::collections::BTreeMap::<&str, usize>::new());
+    for v in &cells {
+        let ours = compared(&ask(s.dns, v).await);
+        let theirs = compared(&ask(unbound.addr, v).await);
+        // Header bits and OPT rules hold for every cell, allowed difference or not.
+        assert_eq!(
+            (ours.qr, ours.opcode, ours.rd, ours.cd, ours.opt),
+            (theirs.qr, theirs.opcode, theirs.rd, theirs.cd, theirs.opt),
+            "header/OPT for {v:?}"
+        );
+        if ours == theirs {
+            same += 1;
+            continue;
+        }
+        match allowed_difference(v, &ours, &theirs) {
+            Some(why) => *allowed.entry(why).or_default() += 1,
+            None => panic!(
+                "sipdns and unbound differ for {v:?}:\n sipdns:  {ours:?}\n unbound: {theirs:?}"
+            ),
+        }
+    }
+    eprintln!("oracle: {same} identical, allowed differences: {allowed:?}");
+    assert!(same > cells.len() / 2, "most cells must agree exactly");
+}
