@@ -24,7 +24,7 @@ pub struct Opt {
 }
 
 /// What a reply echoes from the query's header, whatever the reply is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Head {
     /// ID to echo.
     pub id: u16,

@@ -97,18 +97,6 @@ pub struct Skim {
     pub edns_version: u8,
 }
 
-impl Default for Head {
-    fn default() -> Self {
-        Self {
-            id: 0,
-            opcode: 0,
-            rd: false,
-            cd: false,
-            ad: false,
-            opt: None,
-        }
-    }
-}
 
 /// Skips a (possibly compressed) name starting at `i`: its end, and whether it ended in a
 /// compression pointer; `None` if it runs off the end.

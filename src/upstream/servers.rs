@@ -134,7 +134,7 @@ impl Upstreams {
                 let Some(server) = self.servers.get(idx) else {
                     continue;
                 };
-                let mut request = DnsRequest::from_query(query.clone(), options.clone());
+                let mut request = DnsRequest::from_query(query.clone(), options);
                 request.metadata.checking_disabled = want.checking_disabled;
                 let reply = server.pool.send(request).first_answer().await;
                 match answer_from_reply(reply) {

@@ -527,7 +527,7 @@ async fn upstream_replies_are_scrubbed() {
 async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F) -> Duration
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let start = Instant::now();
     loop {
