@@ -19,7 +19,7 @@ set -euo pipefail
 
 SECONDS_EACH="${1:-600}"
 shift || true
-ALL_TARGETS=(dns_wire dns_handle sip_reply zone_yaml zone_file config)
+ALL_TARGETS=(dns_wire dns_handle dns_paths sip_reply zone_yaml zone_file config)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 cd "$(dirname "$0")"

@@ -2,7 +2,8 @@
 //! (`fastpath::quick` + its cache key, `fastpath::key_into`), the full parser (`wire::parse`) and the encoder
 //! for a parsed question. Checks invariants, not just "no panic":
 //!
-//! - whatever the fast path accepts, its offsets lie inside the packet;
+//! - whatever the fast path accepts, its offsets lie inside the packet, and the question it
+//!   reads (`wire::from_quick`) equals the full parser's;
 //! - an immediate reply (FORMERR, NOTIMP, BADVERS, REFUSED) decodes, is a response and
 //!   echoes the request's ID;
 //! - a packet with the QR bit set is never answered;
@@ -30,8 +31,15 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(k.len(), q.qname_end - 12 + 6);
         }
         assert_eq!(data[2] & 0x80, 0, "fast path accepted a response");
+        // The question the fast path reads is the one the full parser reads.
+        if let Some(fq) = wire::from_quick(data, &q) {
+            match wire::parse(data, 1232) {
+                Parsed::Query(full) => assert_eq!(fq, full, "quick reader and parser disagree"),
+                other => panic!("quick reader accepted what the parser answers {other:?}"),
+            }
+        }
     }
-    match wire::parse(data) {
+    match wire::parse(data, 1232) {
         Parsed::Drop(_) => {}
         Parsed::Reply(bytes, _) => {
             assert!(data.len() >= 12);

@@ -34,6 +34,8 @@ pub struct Quick {
     pub edns_payload: Option<u16>,
     /// The DO bit of that OPT record.
     pub dnssec_ok: bool,
+    /// That OPT record carries options (a cookie, a client subnet...).
+    pub edns_options: bool,
 }
 
 /// Reads the common query shape; `None` for anything else (the full parser decides).
@@ -76,6 +78,7 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
     i += 4;
     let mut edns_payload = None;
     let mut dnssec_ok = false;
+    let mut edns_options = false;
     if count(10) == 1 {
         // OPT: root name, type 41, class = payload, ttl = ext rcode | version | flags.
         if *p.get(i)? != 0 || u16::from_be_bytes([*p.get(i + 1)?, *p.get(i + 2)?]) != 41 {
@@ -90,6 +93,7 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
         let rdlen = usize::from(u16::from_be_bytes([*p.get(i + 9)?, *p.get(i + 10)?]));
         i += 11 + rdlen;
         edns_payload = Some(payload);
+        edns_options = rdlen > 0;
     }
     if i != p.len() {
         return None;
@@ -99,6 +103,7 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
         qtype,
         edns_payload,
         dnssec_ok,
+        edns_options,
     })
 }
 

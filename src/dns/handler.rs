@@ -106,6 +106,8 @@ pub enum Fast {
 pub struct Miss {
     /// The answer cache key, when the question has the common shape.
     key: Option<Vec<u8>>,
+    /// The question, when the fast path could read it whole (no second parse).
+    question: Option<Question>,
     /// The generation the answer will be computed under (read before `data`).
     generation: u128,
     /// The config and zones, loaded once for the whole query.
@@ -263,6 +265,7 @@ impl Handler {
         let Some(qq) = fastpath::quick(bytes) else {
             return Fast::Miss(Miss {
                 key: None,
+                question: None,
                 generation,
                 data: arc_swap::Guard::into_inner(data),
             });
@@ -277,6 +280,7 @@ impl Handler {
         }
         Fast::Miss(Miss {
             key: Some(key.to_vec()),
+            question: wire::from_quick(bytes, &qq),
             generation,
             data: arc_swap::Guard::into_inner(data),
         })
@@ -293,7 +297,11 @@ impl Handler {
         miss: Miss,
     ) -> Option<Vec<u8>> {
         let data = &miss.data;
-        let q = match wire::parse(bytes, data.config.dns.max_udp_payload) {
+        let parsed = match miss.question {
+            Some(q) => Parsed::Query(q),
+            None => wire::parse(bytes, data.config.dns.max_udp_payload),
+        };
+        let q = match parsed {
             Parsed::Query(q) => q,
             Parsed::Reply(resp, rcode) => {
                 self.count(transport, "other", rcode, start);

@@ -11,13 +11,14 @@
 
 use hickory_proto::{
     op::{Edns, Message},
-    rr::{DNSClass, Name, RecordType},
+    rr::{DNSClass, RecordType},
     serialize::binary::BinEncodable,
 };
 
 use super::{
     convert::name_from_hickory,
     encode::{Head, Opt, WireQuestion, bare, response},
+    fastpath::Quick,
     header,
 };
 use crate::record::{Answer, DomainName, RType, Rcode};
@@ -28,13 +29,12 @@ pub const TCP_MAX: usize = 65_535;
 pub const UDP_CLASSIC: usize = 512;
 
 /// A parsed, acceptable query.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
     /// Transaction ID, echoed.
     pub id: u16,
-    /// The name as the client wrote it (case preserved, RFC 0x20 draft).
-    pub wire_name: Name,
-    /// The same name in uncompressed wire form.
+    /// The name as the client wrote it (case preserved, RFC 0x20 draft), in uncompressed
+    /// wire form.
     pub qname_wire: Vec<u8>,
     /// The name, lower-cased.
     pub name: DomainName,
@@ -96,7 +96,6 @@ pub struct Skim {
     /// The EDNS version of the OPT record.
     pub edns_version: u8,
 }
-
 
 /// Skips a (possibly compressed) name starting at `i`: its end, and whether it ended in a
 /// compression pointer; `None` if it runs off the end.
@@ -229,7 +228,6 @@ pub fn parse(bytes: &[u8], max_udp_payload: u16) -> Parsed {
     };
     Parsed::Query(Question {
         id: skim.head.id,
-        wire_name: q.name.clone(),
         qname_wire,
         name: name_from_hickory(&q.name),
         qtype: RType(u16::from(qtype)),
@@ -238,6 +236,50 @@ pub fn parse(bytes: &[u8], max_udp_payload: u16) -> Parsed {
         ad: msg.metadata.authentic_data,
         edns_payload: edns.map(Edns::max_payload),
         dnssec_ok: edns.is_some_and(|e| e.flags().dnssec_ok),
+    })
+}
+
+/// The question of a request [`quick`] accepted, read from the bytes it already checked:
+/// the common query is parsed once. `None` when a label holds anything but letters,
+/// digits, `-`, `_` and `*` (such names take [`parse`], whose escaping rules their
+/// presentation form must follow), or when the OPT record carries options (whose
+/// well-formedness [`parse`] checks).
+pub fn from_quick(p: &[u8], q: &Quick) -> Option<Question> {
+    if q.edns_options {
+        return None;
+    }
+    let wire = p.get(header::LEN..q.qname_end)?;
+    let mut name = String::with_capacity(wire.len());
+    let mut i = 0;
+    while let Some(&len) = wire.get(i)
+        && len != 0
+    {
+        let label = wire.get(i + 1..i + 1 + usize::from(len))?;
+        if !label
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
+        {
+            return None;
+        }
+        name.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
+        name.push('.');
+        i += 1 + usize::from(len);
+    }
+    let flags = header::flags(p);
+    Some(Question {
+        id: u16::from_be_bytes([p[0], p[1]]),
+        qname_wire: wire.to_vec(),
+        name: if name.is_empty() {
+            DomainName::root()
+        } else {
+            DomainName::from_presentation(&name)
+        },
+        qtype: RType(q.qtype),
+        rd: flags & header::RD != 0,
+        cd: flags & header::CD != 0,
+        ad: flags & header::AD != 0,
+        edns_payload: q.edns_payload,
+        dnssec_ok: q.dnssec_ok,
     })
 }
 
@@ -285,7 +327,7 @@ pub fn encode(
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::op::Query;
+    use hickory_proto::{op::Query, rr::Name};
 
     use super::*;
     use crate::record::{Rec, RecordData, Source};
@@ -315,10 +357,32 @@ mod tests {
         };
         assert_eq!(q.id, 0x1234);
         assert_eq!(q.name.as_str(), "pbx.example.org.");
-        assert_eq!(q.wire_name.to_ascii(), "PbX.Example.ORG.");
+        assert_eq!(q.qname_wire, b"\x03PbX\x07Example\x03ORG\x00".to_vec());
         assert_eq!(q.qtype, RType::NAPTR);
         assert_eq!(budget(&q, false, 1232), 1232);
         assert_eq!(budget(&q, true, 1232), TCP_MAX);
+    }
+
+    #[test]
+    fn the_quick_reader_and_the_parser_agree() {
+        for (name, t, edns) in [
+            ("PbX.Example.ORG.", RecordType::NAPTR, Some(4096)),
+            ("_sip._udp.example.org.", RecordType::SRV, None),
+            ("*.example.org.", RecordType::A, Some(512)),
+            (".", RecordType::NS, None),
+        ] {
+            let bytes = query(name, t, edns);
+            let q = crate::dns::fastpath::quick(&bytes).unwrap();
+            let Parsed::Query(full) = parse_(&bytes) else {
+                panic!("{name}")
+            };
+            assert_eq!(from_quick(&bytes, &q), Some(full), "{name}");
+        }
+        // A label with a dot or a space in it: the full parser decides.
+        let mut odd = query("a-b.example.org.", RecordType::A, None);
+        odd[14] = b' ';
+        let q = crate::dns::fastpath::quick(&odd).unwrap();
+        assert_eq!(from_quick(&odd, &q), None);
     }
 
     #[test]
