@@ -20,7 +20,9 @@
 //! - [`health`]: target health state, the SIP OPTIONS codec and the prober task.
 //! - [`policy`]: the pure health policy that reorders and withholds records.
 //! - [`dns`]: the UDP/TCP listeners and the wire format.
-//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`.
+//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`, the status page.
+//! - [`cli`]: the command-line client of the API (`sipdns status`, `targets`, `drain` ...).
+//! - [`events`]: webhooks for transitions, drains and reloads.
 //! - [`metrics`]: every Prometheus series.
 //! - [`reload`]: hot reload (file change, SIGHUP, API): validate aside, swap atomically.
 //! - [`shutdown`]: the shutdown signal.
@@ -30,8 +32,10 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod events;
 pub mod health;
 pub mod memory;
 pub mod metrics;

@@ -62,6 +62,11 @@ pub struct Metrics {
     /// 1 if the last reload attempt succeeded (or none was made since start), else 0: the
     /// files on disk are not what is running.
     pub reload_last_ok: IntGauge,
+    /// Events delivered to webhooks, by kind (`transition`, `admin`, `reload`).
+    pub events_sent: IntCounterVec,
+    /// Events not delivered to a webhook, by reason (`queue_full`: the receiver's queue was
+    /// full; `failed`: every attempt failed).
+    pub events_dropped: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -239,6 +244,18 @@ impl Metrics {
                 "Config and zone reloads, by result.",
                 &["result"],
             ),
+            events_sent: counter(
+                &r,
+                "sipdns_events_sent_total",
+                "Events delivered to webhooks, by kind.",
+                &["kind"],
+            ),
+            events_dropped: counter(
+                &r,
+                "sipdns_events_dropped_total",
+                "Events not delivered to a webhook, by reason.",
+                &["reason"],
+            ),
             reload_timestamp,
             reload_last_ok,
             registry: r,
@@ -299,6 +316,12 @@ impl Metrics {
         }
         for res in ["ok", "error"] {
             let _ = self.reloads.with_label_values(&[res]);
+        }
+        for k in ["transition", "admin", "reload"] {
+            let _ = self.events_sent.with_label_values(&[k]);
+        }
+        for r in ["queue_full", "failed"] {
+            let _ = self.events_dropped.with_label_values(&[r]);
         }
     }
 

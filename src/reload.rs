@@ -33,6 +33,9 @@ pub struct ReloadStatus {
 /// Something else that must follow a reload (the prober's target list).
 pub type ReloadHook = Box<dyn Fn(&Data) + Send + Sync>;
 
+/// Told of every reload attempt's result (the webhooks).
+pub type ResultHook = Box<dyn Fn(Result<(), &str>) + Send + Sync>;
+
 /// Reloads config and zones for one running server.
 pub struct Reloader {
     config_path: PathBuf,
@@ -44,6 +47,7 @@ pub struct Reloader {
     /// `.await`.
     write_lock: Mutex<()>,
     hooks: Mutex<Vec<ReloadHook>>,
+    results: Mutex<Vec<ResultHook>>,
     /// The text of the config file in force, once a reload has read it: an unchanged
     /// config is not parsed again when only a zone changed.
     config_text: Mutex<Option<String>>,
@@ -64,6 +68,7 @@ impl Reloader {
             status: Mutex::new(status),
             write_lock: Mutex::new(()),
             hooks: Mutex::new(Vec::new()),
+            results: Mutex::new(Vec::new()),
             config_text: Mutex::new(None),
         }
     }
@@ -72,6 +77,21 @@ impl Reloader {
     pub fn on_reload(&self, hook: ReloadHook) {
         if let Ok(mut h) = self.hooks.lock() {
             h.push(hook);
+        }
+    }
+
+    /// Runs `hook` with the result of every reload attempt (not of API zone edits).
+    pub fn on_result(&self, hook: ResultHook) {
+        if let Ok(mut h) = self.results.lock() {
+            h.push(hook);
+        }
+    }
+
+    fn tell(&self, result: Result<(), &str>) {
+        if let Ok(hooks) = self.results.lock() {
+            for h in hooks.iter() {
+                h(result);
+            }
         }
     }
 
@@ -119,13 +139,15 @@ impl Reloader {
                 if let Ok(mut t) = self.config_text.lock() {
                     *t = Some(text);
                 }
-                tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
+                tracing::info!(event = "reload", ok = true, path = %self.config_path.display(), "config and zones reloaded");
+                self.tell(Ok(()));
                 drop(current);
                 crate::memory::release_freed();
                 Ok(())
             }
             Err(e) => {
                 self.failed(&e);
+                self.tell(Err(&e));
                 Err(e)
             }
         }
@@ -169,7 +191,7 @@ impl Reloader {
     fn failed(&self, e: &str) {
         self.metrics.reloads.with_label_values(&["error"]).inc();
         self.metrics.reload_last_ok.set(0);
-        tracing::error!(error = %e, "reload rejected; keeping the running config");
+        tracing::error!(event = "reload", ok = false, error = %e, "reload rejected; keeping the running config");
         if let Ok(mut s) = self.status.lock() {
             s.last_error = Some(e.to_owned());
             s.reloads_failed += 1;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    health::AdminState,
+    health::{AdminState, admin::Drain, history::History},
     metrics::Metrics,
     reload::{ReloadStatus, Reloader},
     resolve::Resolver,
@@ -54,6 +54,13 @@ pub trait TargetControl: Send + Sync {
     /// Drains or enables one target. May block on file I/O (the admin state file): the API
     /// calls it on the blocking pool.
     fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), AdminError>;
+
+    /// Drains one target with an end time, a note and an author (a timed drain ends by
+    /// itself). Blocks like [`Self::set_admin`]. Without support for details, a plain drain.
+    fn drain(&self, key: &TargetKey, drain: Drain) -> Result<(), AdminError> {
+        let _ = drain;
+        self.set_admin(key, AdminState::Drained)
+    }
 }
 
 /// Everything a handler can reach. Cloned per request (a few `Arc`s).
@@ -72,6 +79,10 @@ pub struct ApiState {
     /// Turns true when the first probe round is done; `None`: no prober, nothing to wait
     /// for.
     pub(crate) first_round: Option<watch::Receiver<bool>>,
+    /// The last hour per target, for the status page (`None`: no history kept).
+    pub(crate) history: Option<Arc<History>>,
+    /// Serve the status page at `/` (`api.ui`).
+    pub(crate) ui: bool,
 }
 
 impl ApiState {
@@ -96,7 +107,21 @@ impl ApiState {
             token: token.map(Arc::new),
             targets: None,
             first_round: None,
+            history: None,
+            ui: true,
         }
+    }
+
+    /// Connects the history the status page draws its strips from.
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Turns the status page at `/` on or off (`api.ui`).
+    pub fn with_ui(mut self, ui: bool) -> Self {
+        self.ui = ui;
+        self
     }
 
     /// Connects the prober's target list and admin switch.

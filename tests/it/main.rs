@@ -10,6 +10,7 @@
 )]
 
 mod api;
+mod cli;
 mod common;
 mod config_files;
 mod deploy;
