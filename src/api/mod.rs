@@ -16,6 +16,7 @@ pub mod edit;
 mod error;
 pub mod openapi;
 pub mod routes;
+mod ui;
 
 use std::sync::Arc;
 

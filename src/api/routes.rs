@@ -92,6 +92,10 @@ fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
         r!(POST "/api/v1/targets/{addr}/{transport}/enable", Token, enable_target),
         r!(GET "/api/v1/explain", Token, explain),
         r!(POST "/api/v1/reload", Token, reload),
+        r!(GET "/", Open, super::ui::page),
+        r!(GET "/ui/app.js", Open, super::ui::script),
+        r!(GET "/ui/app.css", Open, super::ui::style),
+        r!(GET "/api/v1/ui/dashboard", Token, super::ui::dashboard),
     ]
 }
 

@@ -51,7 +51,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
         use std::os::unix::process::CommandExt as _;
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
