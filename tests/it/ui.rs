@@ -197,7 +197,10 @@ fn console(port: u16, session: &str) -> Vec<Value> {
         .send(json!({"type": "browser"}).to_string())
         .unwrap();
     let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    v["value"].as_array().cloned().unwrap_or_default()
+    v["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no browser log from chromedriver: {v}"))
 }
 
 async fn js(b: &Browser, script: &str) -> Value {
@@ -396,7 +399,7 @@ async fn a_real_browser_signs_in_sees_failover_and_drains_by_click() {
     .unwrap();
     let overflow = js(
         &b,
-        "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+        "const e = document.documentElement; return e.scrollWidth <= e.clientWidth",
     )
     .await;
     assert_eq!(overflow, true, "the page is wider than a phone");
@@ -416,10 +419,18 @@ async fn a_real_browser_signs_in_sees_failover_and_drains_by_click() {
         true
     );
 
-    // No console errors (CSP violations, failed loads, script errors) the whole time.
-    let errors: Vec<Value> = console(port, &session)
-        .into_iter()
+    // No console errors (CSP violations, failed loads, script errors) the whole time. The
+    // test's own marker proves the log is read at all.
+    js(&b, "console.error('sipdns-test-marker'); return true").await;
+    let log = console(port, &session);
+    assert!(
+        log.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("sipdns-test-marker"))),
+        "the browser log is not collected: {log:?}"
+    );
+    let errors: Vec<&Value> = log
+        .iter()
         .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
+        .filter(|e| !e["message"].as_str().is_some_and(|m| m.contains("sipdns-test-marker")))
         .collect();
     assert!(errors.is_empty(), "console: {errors:?}");
     b.close().await.unwrap();
