@@ -74,6 +74,10 @@ if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null; then
 fi
 
 cargo fmt --all -- --check
+# The module import graph: no cycle, no arrow from a lower layer up (ARCHITECTURE.md).
+if [ -e scripts/check-imports.sh ]; then
+  bash scripts/check-imports.sh
+fi
 cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
