@@ -11,12 +11,13 @@ use std::{
 use serde_json::{Value, json};
 use sipdns::target::{TargetKey, Transport};
 
-use crate::{
-    common::{
-        http::Client,
-        server::{self, API_TOKEN, TestServer},
-    },
-    support_sip::{Peer, free_port, sipp_uas_at},
+use crate::common::{
+    http::Client,
+    server::{self, API_TOKEN, TestServer},
+};
+use crate::common::{
+    process::{Peer, free_port},
+    sip::sipp_uas_at,
 };
 
 /// A small office: one SIP domain, two UDP servers (real sipp), the API with its token,

@@ -13,10 +13,10 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 
+use crate::common::{process::free_port, sip::sipp_uas_at};
 use crate::{
     cli::{office, sipdns_bin},
     common::client::{self, query},
-    support_sip::{free_port, sipp_uas_at},
 };
 
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;

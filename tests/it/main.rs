@@ -24,6 +24,5 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
-mod support_sip;
 mod ui;
 mod upstream;

@@ -15,13 +15,13 @@ use std::{
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use crate::common::process::{Peer, free_port, require};
 use crate::{
     cli::office,
     common::{
         http::Client,
         server::{self, API_TOKEN},
     },
-    support_sip::{Peer, free_port, require},
 };
 
 /// Bytes of one answer as sent: status line, headers and body.
@@ -424,13 +424,19 @@ async fn a_real_browser_signs_in_sees_failover_and_drains_by_click() {
     js(&b, "console.error('sipdns-test-marker'); return true").await;
     let log = console(port, &session);
     assert!(
-        log.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("sipdns-test-marker"))),
+        log.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sipdns-test-marker"))),
         "the browser log is not collected: {log:?}"
     );
     let errors: Vec<&Value> = log
         .iter()
         .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
-        .filter(|e| !e["message"].as_str().is_some_and(|m| m.contains("sipdns-test-marker")))
+        .filter(|e| {
+            !e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("sipdns-test-marker"))
+        })
         .collect();
     assert!(errors.is_empty(), "console: {errors:?}");
     b.close().await.unwrap();

@@ -240,9 +240,11 @@ impl Dashboard {
                     rcode: e.after.rcode.metric_label(),
                     answer: e.after.answers.iter().map(ToString::to_string).collect(),
                     additional: e.after.additional.iter().map(ToString::to_string).collect(),
-                    all_down: e
-                        .all_down
-                        .map(|a| serde_json::to_value(a).map(|v| text(&v)).unwrap_or_default()),
+                    all_down: e.all_down.map(|a| {
+                        serde_json::to_value(a)
+                            .map(|v| text(&v))
+                            .unwrap_or_default()
+                    }),
                     decisions: e
                         .decisions
                         .iter()
