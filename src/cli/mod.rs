@@ -252,7 +252,7 @@ fn execute(cmd: ClientCommand) -> Result<(), Failure> {
             let mut t = Table::new(&["ZONE", "MODE", "FORMAT", "RECORDS", "FILE"]);
             for z in v.as_array().into_iter().flatten() {
                 t.row(vec![
-                    text(&z["zone"]),
+                    text(&z["zone"]).trim_end_matches('.').to_owned(),
                     text(&z["mode"]),
                     text(&z["format"]),
                     text(&z["records"]),
@@ -563,14 +563,17 @@ fn explain_text(v: &Value) -> String {
         text(&v["after"]["source"])
     );
     if let Some(d) = v["domain"].as_str() {
-        out.push_str(&format!("SIP domain {d}; policy applied\n"));
+        out.push_str(&format!(
+            "SIP domain {}; policy applied\n",
+            d.trim_end_matches('.')
+        ));
     }
     let mut t = Table::new(&["SECTION", "ACTION", "RECORD", "WHY"]);
     for d in v["decisions"].as_array().into_iter().flatten() {
         t.row(vec![
             text(&d["section"]),
             text(&d["action"]),
-            text(&d["record"]),
+            record_text(&d["record"]),
             text(&d["reason"]),
         ]);
     }
@@ -582,6 +585,20 @@ fn explain_text(v: &Value) -> String {
         }
     }
     out
+}
+
+/// A record of the explain view (`{name, ttl, type, data}`) in presentation form.
+fn record_text(r: &Value) -> String {
+    match r {
+        Value::Object(_) => format!(
+            "{} {} {} {}",
+            text(&r["name"]),
+            text(&r["ttl"]),
+            text(&r["type"]),
+            text(&r["data"])
+        ),
+        other => text(other),
+    }
 }
 
 /// A JSON value as plain text (strings without quotes, null as `-`).
