@@ -19,7 +19,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{AdminState, prober::ProberHandle};
+use super::AdminState;
 use crate::{shutdown::CancellationToken, target::TargetKey};
 
 /// How often the drain timer looks again when no drain ends sooner: a drain set meanwhile,
@@ -27,13 +27,17 @@ use crate::{shutdown::CancellationToken, target::TargetKey};
 const DRAIN_CHECK: Duration = Duration::from_secs(1);
 
 /// Ends timed drains when their time comes (wall clock, so an end written before a
-/// restart holds after it). Runs until `shutdown`.
-pub(super) async fn end_drains(handle: ProberHandle, shutdown: CancellationToken) {
+/// restart holds after it): `end(now)` enables what has ended, `next_end()` tells when the
+/// next one ends. Runs until `shutdown`.
+pub(super) async fn end_drains(
+    next_end: impl Fn() -> Option<SystemTime>,
+    end: impl Fn(SystemTime),
+    shutdown: CancellationToken,
+) {
     loop {
         let now = SystemTime::now();
-        handle.end_drains(now);
-        let wait = handle
-            .next_drain_end()
+        end(now);
+        let wait = next_end()
             .and_then(|t| t.duration_since(now).ok())
             .unwrap_or(DRAIN_CHECK)
             .clamp(Duration::from_millis(50), DRAIN_CHECK);

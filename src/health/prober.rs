@@ -252,7 +252,12 @@ impl Prober {
             ready: ready_rx,
             config: Arc::new(config_tx),
         };
-        tokio::spawn(super::admin::end_drains(handle.clone(), shutdown));
+        let (h1, h2) = (handle.clone(), handle.clone());
+        tokio::spawn(super::admin::end_drains(
+            move || h1.next_drain_end(),
+            move |now| h2.end_drains(now),
+            shutdown,
+        ));
         Ok(handle)
     }
 }
