@@ -143,7 +143,6 @@ async fn the_page_can_be_turned_off() {
 /// a fresh profile.
 async fn browser(dir: &std::path::Path) -> (Peer, Browser, u16) {
     let driver = require("chromedriver", "chromium-driver");
-    let chromium = require("chromium", "chromium");
     let port = free_port();
     let mut cmd = Command::new(driver);
     cmd.args([
@@ -160,16 +159,34 @@ async fn browser(dir: &std::path::Path) -> (Peer, Browser, u16) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let profile = dir.join("profile");
+    let b = session(port, &dir.join("profile"), &[]).await;
+    (peer, b, port)
+}
+
+/// A new headless chromium session with a fresh profile in `profile`.
+async fn session(port: u16, profile: &std::path::Path, extra: &[&str]) -> Browser {
+    let chromium = require("chromium", "chromium");
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
     let caps = json!({
         "goog:chromeOptions": {
             "binary": chromium,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.display()),
-            ]
+            "args": args,
         },
         "goog:loggingPrefs": { "browser": "ALL" }
     });
@@ -180,10 +197,10 @@ async fn browser(dir: &std::path::Path) -> (Peer, Browser, u16) {
     for _ in 0..3 {
         match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps.clone())
-            .connect(&format!("http://{addr}"))
+            .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(b) => return (peer, b, port),
+            Ok(b) => return b,
             Err(e) => last = Some(e),
         }
     }
@@ -248,7 +265,7 @@ async fn a_real_browser_signs_in_sees_failover_and_drains_by_click() {
     let (k1, k2) = (o.key1.to_string(), o.key2.to_string());
     let bdir = tempfile::tempdir().unwrap();
     let (mut driver, b, port) = browser(bdir.path()).await;
-    let session = b.session_id().await.unwrap().unwrap();
+    let session_id = b.session_id().await.unwrap().unwrap();
     let url = format!("{}/", o.api_url());
 
     b.goto(&url).await.unwrap();
@@ -422,7 +439,7 @@ async fn a_real_browser_signs_in_sees_failover_and_drains_by_click() {
     // No console errors (CSP violations, failed loads, script errors) the whole time. The
     // test's own marker proves the log is read at all.
     js(&b, "console.error('sipdns-test-marker'); return true").await;
-    let log = console(port, &session);
+    let log = console(port, &session_id);
     assert!(
         log.iter().any(|e| e["message"]
             .as_str()
@@ -440,6 +457,54 @@ async fn a_real_browser_signs_in_sees_failover_and_drains_by_click() {
         .collect();
     assert!(errors.is_empty(), "console: {errors:?}");
     b.close().await.unwrap();
+
+    // Dark mode: a second session that prefers a dark colour scheme.
+    let dark = session(
+        port,
+        &bdir.path().join("profile-dark"),
+        &["--blink-settings=preferredColorScheme=0"],
+    )
+    .await;
+    dark.goto(&url).await.unwrap();
+    dark.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(API_TOKEN)
+        .await
+        .unwrap();
+    dark.find(Locator::Css("#signin button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_page(
+        &dark,
+        "dashboard in dark mode",
+        Duration::from_secs(5),
+        &state_is(&k2, "drained"),
+    )
+    .await;
+    assert_eq!(
+        js(
+            &dark,
+            "return matchMedia('(prefers-color-scheme: dark)').matches"
+        )
+        .await,
+        true
+    );
+    let bg = js(
+        &dark,
+        "return getComputedStyle(document.body).backgroundColor",
+    )
+    .await;
+    assert_eq!(bg, "rgb(17, 20, 24)", "dark background");
+    std::fs::write(
+        artifact("ui-screenshot-dark.png"),
+        dark.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    dark.close().await.unwrap();
     driver.stop();
     o.secondary.stop();
 }
