@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::edit::{EditError, Problem};
+use crate::zones::edit::{EditError, Problem};
 
 /// An error response.
 #[derive(Debug)]

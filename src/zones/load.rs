@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     config::{FileError, MergeMode, yaml},
-    dns::convert,
+    hickory,
     record::{DomainName, RType, Rec},
 };
 
@@ -166,7 +166,7 @@ pub fn load_zone_file_text(
 ) -> Result<Zone, ZoneError> {
     let hickory_origin = match &origin {
         Some(o) => {
-            Some(convert::name_to_hickory(o).map_err(|e| FileError::whole(path, e.to_string()))?)
+            Some(hickory::name_to_hickory(o).map_err(|e| FileError::whole(path, e.to_string()))?)
         }
         None => None,
     };
@@ -185,13 +185,13 @@ pub fn load_zone_file_text(
             .into());
         }
     };
-    let origin = convert::name_from_hickory(&zone_name);
+    let origin = hickory::name_from_hickory(&zone_name);
     let mut soa = None;
     let mut recs = Vec::new();
     let mut outside = Vec::new();
     for set in sets.values() {
         for r in set.records_without_rrsigs() {
-            let Some(rec) = convert::rec_from_hickory(r) else {
+            let Some(rec) = hickory::rec_from_hickory(r) else {
                 continue;
             };
             if !rec.name.is_in(&origin) {

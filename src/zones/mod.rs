@@ -6,6 +6,7 @@
 //! records of the asked type, a CNAME, NODATA (the name exists, not that type; empty
 //! non-terminals included) or NXDOMAIN, the last two with the zone's SOA.
 
+pub mod edit;
 mod flow;
 mod load;
 pub mod schema;

@@ -24,7 +24,7 @@ fn shipped_configs() -> Vec<std::path::PathBuf> {
 #[test]
 fn every_shipped_config_loads_with_its_zones() {
     for p in shipped_configs() {
-        sipdns::app::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        sipdns::state::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
     }
 }
 

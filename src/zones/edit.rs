@@ -1,8 +1,9 @@
-//! Zone edits through the API: the domain methods behind the zone routes.
+//! Zone edits through the API: the domain behind the zone routes, on the zones in force
+//! and their files.
 //!
-//! An edit is a read-modify-write of one zone under the reloader's write lock
-//! ([`Reloader::update`]), so it is serialized with hot reloads and with other edits, and
-//! cannot lose an update. Inside the lock: check the version (`If-Match` against the zone's
+//! An edit is a read-modify-write of one zone; the reloader runs [`apply`] under its write
+//! lock (`Reloader::edit_zone`), so it is serialized with hot reloads and with other edits,
+//! and cannot lose an update. [`apply`]: check the version (`If-Match` against the zone's
 //! ETag), build the new document, validate it whole (every problem with its field path),
 //! write it atomically to the zone's file (temp file in the same directory, fsync, rename,
 //! fsync the directory), load that very text back as the new zone, and only then swap it in.
@@ -17,20 +18,17 @@ use std::{
     fs::{self, File, OpenOptions},
     io::Write as _,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use serde::Serialize;
 
+use super::{
+    Zone, ZoneFormat, ZoneStore, load_yaml_text,
+    schema::{self, FieldError, RecordDoc, SoaDoc, ZoneDoc},
+};
 use crate::{
     config::MergeMode,
     record::{DomainName, RType, RecordData},
-    reload::Reloader,
-    resolve::Data,
-    zones::{
-        self, Zone, ZoneFormat,
-        schema::{self, FieldError, RecordDoc, SoaDoc, ZoneDoc},
-    },
 };
 
 /// What is wrong with a request, and where: `field` is a path into the body such as
@@ -204,9 +202,8 @@ pub struct Edited {
 }
 
 /// Every zone, by name.
-pub fn list(data: &Data) -> Vec<ZoneSummary> {
-    let mut out: Vec<ZoneSummary> = data
-        .zones
+pub fn list(zones: &ZoneStore) -> Vec<ZoneSummary> {
+    let mut out: Vec<ZoneSummary> = zones
         .zones()
         .map(|z| ZoneSummary {
             zone: z.origin.clone(),
@@ -224,54 +221,26 @@ pub fn list(data: &Data) -> Vec<ZoneSummary> {
 
 /// One zone as a document, with its version. For an RFC 1035 file only the record types
 /// a YAML zone can hold (NAPTR, SRV, A, AAAA, CNAME, TXT) are shown.
-pub fn get(data: &Data, origin: &DomainName) -> Result<(ZoneDoc, ETag), EditError> {
-    let zone = find(data, origin)?;
+pub fn get(zones: &ZoneStore, origin: &DomainName) -> Result<(ZoneDoc, ETag), EditError> {
+    let zone = find(zones, origin)?;
     Ok((doc_of(zone), ETag::of(zone)))
 }
 
-/// Carries out `change` on the zone `origin` if `if_match` holds, persists it and swaps it
-/// in; all of it under the reloader's write lock. Blocking file I/O: call it from the
-/// blocking pool.
+/// Carries out `change` on the zone `origin` of `zones` if `if_match` holds and persists
+/// it; returns the new zone store (for the caller to swap in) and what to answer. `dir` is
+/// the zones directory, where a new zone's file goes. Blocking file I/O; the caller holds
+/// the lock that serializes edits with reloads.
 pub fn apply(
-    reloader: &Reloader,
+    zones: &ZoneStore,
+    dir: &Path,
     origin: &DomainName,
     if_match: &IfMatch,
     change: Change,
-) -> Result<Edited, EditError> {
-    // `Reloader::update` reports errors as text; the typed one is kept aside.
-    let mut refused = None;
-    let result = reloader.update(|data| match edit(data, origin, if_match, change) {
-        Ok((zones, out)) => Ok((
-            Data {
-                config: data.config.clone(),
-                zones: Arc::new(zones),
-            },
-            out,
-        )),
-        Err(e) => {
-            let text = e.to_string();
-            refused = Some(e);
-            Err(text)
-        }
-    });
-    match (result, refused) {
-        (Ok(out), _) => Ok(out),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(EditError::Io(e)),
-    }
-}
-
-/// The edit itself, on the data in force: the new zone store, and what to answer.
-fn edit(
-    data: &Data,
-    origin: &DomainName,
-    if_match: &IfMatch,
-    change: Change,
-) -> Result<(zones::ZoneStore, Edited), EditError> {
+) -> Result<(ZoneStore, Edited), EditError> {
     if let Change::Create(doc) = change {
-        return create(data, if_match, doc);
+        return create(zones, dir, if_match, doc);
     }
-    let zone = find(data, origin)?;
+    let zone = find(zones, origin)?;
     if zone.format != ZoneFormat::Yaml {
         return Err(EditError::ReadOnly(format!(
             "zone {origin} comes from the RFC 1035 file {}, which the API does not change",
@@ -287,11 +256,11 @@ fn edit(
     }
     let mut doc = doc_of(zone);
     match change {
-        Change::Create(new) => return create(data, if_match, new),
+        Change::Create(new) => return create(zones, dir, if_match, new),
         Change::Delete => {
             remove_file(&zone.file)?;
             tracing::info!(zone = %origin, file = %zone.file.display(), "zone deleted through the API");
-            return Ok((data.zones.without_zone(origin), Edited { zone: None }));
+            return Ok((zones.without_zone(origin), Edited { zone: None }));
         }
         Change::Replace(new) => {
             if new.zone != *origin {
@@ -348,16 +317,17 @@ fn edit(
     let edited = Edited {
         zone: Some((doc_of(&new), ETag::of(&new))),
     };
-    Ok((data.zones.with_zone(new), edited))
+    Ok((zones.with_zone(new), edited))
 }
 
 fn create(
-    data: &Data,
+    zones: &ZoneStore,
+    dir: &Path,
     if_match: &IfMatch,
     doc: ZoneDoc,
-) -> Result<(zones::ZoneStore, Edited), EditError> {
+) -> Result<(ZoneStore, Edited), EditError> {
     let origin = doc.zone.clone();
-    if let Some(z) = data.zones.get(&origin) {
+    if let Some(z) = zones.get(&origin) {
         return Err(EditError::Exists(format!(
             "zone {origin} already exists (in {})",
             z.file.display()
@@ -372,7 +342,7 @@ fn create(
             "a zone name cannot be a wildcard",
         )]));
     }
-    let file = data.config.zones.dir.join(file_name(&origin));
+    let file = dir.join(file_name(&origin));
     if file.exists() {
         return Err(EditError::Exists(format!(
             "{} exists but is not loaded (a broken or misnamed zone file?); fix or remove it first",
@@ -384,11 +354,11 @@ fn create(
     let edited = Edited {
         zone: Some((doc_of(&new), ETag::of(&new))),
     };
-    Ok((data.zones.with_zone(new), edited))
+    Ok((zones.with_zone(new), edited))
 }
 
-fn find<'a>(data: &'a Data, origin: &DomainName) -> Result<&'a Zone, EditError> {
-    data.zones
+fn find<'a>(zones: &'a ZoneStore, origin: &DomainName) -> Result<&'a Zone, EditError> {
+    zones
         .get(origin)
         .map(AsRef::as_ref)
         .ok_or_else(|| EditError::NotFound(format!("no zone {origin}")))
@@ -476,7 +446,7 @@ fn persist(path: &Path, doc: &ZoneDoc) -> Result<Zone, EditError> {
     let body = yaml_serde::to_string(doc)
         .map_err(|e| EditError::Io(format!("cannot write the zone as YAML: {e}")))?;
     let text = format!("{HEADER}{body}");
-    let zone = zones::load_yaml_text(path, &text)
+    let zone = load_yaml_text(path, &text)
         .map_err(|e| EditError::Io(format!("the zone written would not load back (a bug): {e}")))?;
     write_atomic(path, text.as_bytes())
         .map_err(|e| EditError::Io(format!("cannot write {}: {e}", path.display())))?;
@@ -554,11 +524,11 @@ mod tests {
     #[test]
     fn documents_round_trip_through_the_zone() {
         let text = "zone: pbx.example.org\nttl: 120\nrecords:\n  - { name: '@', type: NAPTR, order: 10, flags: s, service: SIP+D2U, replacement: _sip._udp }\n  - { name: _sip._udp, type: SRV, priority: 10, weight: 5, port: 5060, target: server1 }\n  - { name: server1, type: A, address: 192.0.2.10, ttl: 60 }\n  - { name: info, type: TXT, text: [a, b] }\n  - { name: ext, type: CNAME, target: other.example.net. }\n";
-        let zone = zones::load_yaml_text(Path::new("z.yaml"), text).unwrap();
+        let zone = load_yaml_text(Path::new("z.yaml"), text).unwrap();
         let doc = doc_of(&zone);
         assert_eq!(doc.ttl, 120);
         let yaml = yaml_serde::to_string(&doc).unwrap();
-        let again = zones::load_yaml_text(Path::new("z.yaml"), &yaml).unwrap();
+        let again = load_yaml_text(Path::new("z.yaml"), &yaml).unwrap();
         assert_eq!(again.records(), zone.records());
         assert_eq!(ETag::of(&again), ETag::of(&zone));
         assert_eq!(doc_of(&again), doc);
