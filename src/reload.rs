@@ -199,12 +199,14 @@ impl Reloader {
             .lock()
             .map_err(|_| EditError::Io(ReloadError::Poisoned.to_string()))?;
         let current = self.resolver.data();
+        let pending = self.status().last_error;
         let (zones, edited) = edit::apply(
             &current.zones,
             &current.config.zones.dir,
             origin,
             if_match,
             change,
+            pending.as_deref(),
         )?;
         self.install(Data {
             config: current.config.clone(),

@@ -69,11 +69,7 @@ pub fn load_dir_reusing(
             .as_ref()
             .and_then(|o| modes.get(o).copied())
             .unwrap_or_default();
-        let digest = {
-            let mut h = std::hash::DefaultHasher::new();
-            (&text, zone_file.then_some(mode)).hash(&mut h);
-            h.finish()
-        };
+        let digest = source_digest(&text, zone_file.then_some(mode));
         let loaded = match previous.and_then(|p| p.unchanged(&path, digest)) {
             Some(zone) => Ok(zone),
             None if zone_file => load_zone_file_text(&path, &text, origin_hint, mode).map(Arc::new),
@@ -111,6 +107,14 @@ pub fn load_dir_reusing(
     } else {
         Err(ZoneError { errors })
     }
+}
+
+/// What a zone file's source is known by: its text and, for an RFC 1035 file, its merge
+/// mode (from the config). Stable within the process, which is all it is compared in.
+pub(super) fn source_digest(text: &str, zone_file_mode: Option<MergeMode>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (text, zone_file_mode).hash(&mut h);
+    h.finish()
 }
 
 /// Parses and checks a YAML zone document as if read from `path`.
