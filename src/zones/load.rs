@@ -8,11 +8,12 @@ use std::{
     sync::Arc,
 };
 
-use hickory_proto::{rr::Name, serialize::txt::Parser};
+use hickory_proto::serialize::txt::Parser;
 
 use super::{
     Zone, ZoneError, ZoneFormat, ZoneStore,
     schema::{self, ZoneDoc},
+    zone_file,
 };
 use crate::{
     config::{FileError, MergeMode, yaml},
@@ -178,15 +179,9 @@ pub fn load_zone_file_text(
     let (zone_name, sets) = match parsed {
         Ok(ok) => ok,
         Err(e) => {
-            let line = locate_zone_error(path, text, hickory_origin.as_ref());
-            return Err(FileError {
-                file: path.display().to_string(),
-                line,
-                column: None,
-                field: None,
-                reason: format!("zone file error: {e}"),
-            }
-            .into());
+            return Err(ZoneError {
+                errors: zone_file::errors(path, text, hickory_origin.as_ref(), &e.to_string()),
+            });
         }
     };
     let origin = hickory::name_from_hickory(&zone_name);
@@ -236,84 +231,6 @@ pub fn load_zone_file_text(
         ZoneFormat::ZoneFile,
         recs,
     ))
-}
-
-/// hickory's parser errors carry no position: find the first entry whose inclusion makes
-/// the parse fail, by bisecting over whole entries (only on the error path).
-fn locate_zone_error(path: &Path, text: &str, origin: Option<&Name>) -> Option<usize> {
-    let entries = entry_ends(text);
-    if entries.is_empty() {
-        return None;
-    }
-    let fails = |k: usize| -> bool {
-        let end = entries[k].1;
-        Parser::new(&text[..end], Some(path.to_path_buf()), origin.cloned())
-            .parse()
-            .is_err()
-    };
-    // Smallest k such that the prefix up to entry k fails. The whole text fails.
-    let (mut lo, mut hi) = (0usize, entries.len() - 1);
-    if !fails(hi) {
-        // A prefix never fails, yet the whole does (e.g. an error only visible at the
-        // end, such as a missing SOA): report the last entry.
-        return Some(entries[hi].0);
-    }
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if fails(mid) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Some(entries[lo].0)
-}
-
-/// (first line, end byte offset) of every non-empty entry of a zone file, honouring
-/// comments, quotes and parentheses (RFC 1035 §5.1).
-fn entry_ends(text: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let (mut depth, mut quoted, mut comment, mut escaped) = (0usize, false, false, false);
-    let mut line = 1usize;
-    let mut start_line: Option<usize> = None;
-    for (i, c) in text.char_indices() {
-        if c == '\n' {
-            comment = false;
-            if depth == 0
-                && !quoted
-                && let Some(s) = start_line.take()
-            {
-                out.push((s, i + 1));
-            }
-            line += 1;
-            continue;
-        }
-        if comment {
-            continue;
-        }
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            ';' if !quoted => {
-                comment = true;
-                continue;
-            }
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if !c.is_whitespace() && start_line.is_none() {
-            start_line = Some(line);
-        }
-    }
-    if let Some(s) = start_line {
-        out.push((s, text.len()));
-    }
-    out
 }
 
 /// The first line that mentions `name` (best effort, for records outside the zone).

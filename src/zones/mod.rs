@@ -11,6 +11,7 @@ mod flow;
 mod load;
 pub mod schema;
 mod shape;
+mod zone_file;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
