@@ -1,6 +1,6 @@
 //! The route table and the handlers. A handler extracts, calls one domain method and
-//! serializes; the domain work lives in `zones::edit` (run by the reloader), the
-//! reloader, the resolver and the prober.
+//! serializes (ARCHITECTURE.md, "Invariants"); the domain work lives in `zones::edit`
+//! (run by the reloader), the reloader, the resolver and the prober.
 //!
 //! [`table`] is the single list of routes: the router is built from it, and the OpenAPI
 //! document is checked against it.
