@@ -150,7 +150,13 @@ impl Server {
         // What follows a reload or a zone edit, once the new state is in force.
         {
             let forwarder = resolver.forwarder().clone();
+            let mut applied = resolver.data().config.clone();
             tasks.spawn(reloader.follow(shutdown.clone(), move |data: &Data| {
+                // A zone edit keeps the config (the same `Arc`): the upstream pools stay.
+                if Arc::ptr_eq(&applied, &data.config) {
+                    return;
+                }
+                applied = data.config.clone();
                 // Checked before the swap; only a resolv.conf changed since can fail here.
                 if let Err(e) = forwarder.reconfigure(&data.config.upstream) {
                     tracing::error!(error = %e, "upstream settings not applied; keeping the old ones");
