@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 
-use super::super::{ApiState, edit};
+use super::super::ApiState;
 use crate::{
     health::history::{Bucket, History},
     record::{DomainName, RType},
     reload::ReloadStatus,
     target::TargetKey,
+    zones::edit,
 };
 
 /// The page without data: title, readiness, sign-in, the drain dialog.
@@ -269,10 +270,10 @@ impl Dashboard {
             });
         }
         let others = all_rows.into_iter().flatten().collect();
-        let zones = edit::list(&data)
+        let zones = edit::list(&data.zones)
             .into_iter()
             .map(|summary| {
-                let records = edit::get(&data, &summary.zone)
+                let records = edit::get(&data.zones, &summary.zone)
                     .map(|(doc, _)| {
                         doc.records
                             .iter()
