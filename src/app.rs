@@ -76,12 +76,17 @@ pub fn load_text_reusing(
 /// `sipdns check`: loads the config and every zone; returns a one-line summary.
 pub fn check(path: &Path) -> anyhow::Result<String> {
     let (config, zones) = load(path)?;
+    let state = config
+        .state_file
+        .as_deref()
+        .map(crate::health::admin::AdminTable::check);
     Ok(format!(
-        "{}: ok — {} zones, {} static records, {} SIP domains",
+        "{}: ok — {} zones, {} static records, {} SIP domains{}",
         path.display(),
         zones.len(),
         zones.record_count(),
-        config.sip.domains.len()
+        config.sip.domains.len(),
+        state.map(|s| format!("\n{s}")).unwrap_or_default()
     ))
 }
 

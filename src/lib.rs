@@ -9,6 +9,7 @@
 //! # Layout
 //!
 //! - [`app`]: wiring only — load config, build state, spawn tasks, wait for shutdown.
+//! - [`atomic_file`]: replacing a file atomically, never through a planted symlink.
 //! - [`config`]: the YAML config (strict), defaults and validation.
 //! - [`record`]: plain DNS record data shared by modules that must not see hickory types.
 //! - [`target`]: what a SIP target is (address, port, transport).
@@ -30,6 +31,7 @@
 
 pub mod api;
 pub mod app;
+pub mod atomic_file;
 pub mod config;
 pub mod dns;
 pub mod health;

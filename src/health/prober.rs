@@ -189,7 +189,7 @@ impl Prober {
         shutdown: CancellationToken,
     ) -> Result<ProberHandle, ProbeError> {
         let admin = match &state_file {
-            Some(p) => AdminTable::load(p)?,
+            Some(p) => AdminTable::load_at_start(p, &metrics),
             None => AdminTable::default(),
         };
         let tls = transport::tls_connector(&cfg.probe.tls)?;
