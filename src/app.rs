@@ -68,8 +68,13 @@ pub fn load_text_reusing(
 ) -> anyhow::Result<(Config, ZoneStore)> {
     let config =
         Config::from_text_reusing(path, text, previous_config).map_err(anyhow::Error::new)?;
-    let zones = zones::load_dir_reusing(&config.zones.dir, &config.zones.modes, previous)
-        .map_err(anyhow::Error::new)?;
+    let zones = zones::load_dir_limited(
+        &config.zones.dir,
+        &config.zones.modes,
+        config.zones.max_file_size,
+        previous,
+    )
+    .map_err(anyhow::Error::new)?;
     Ok((config, zones))
 }
 

@@ -124,7 +124,32 @@ pub enum ProbeRound {
     NoProber,
 }
 
-/// The `/readyz` detail.
+/// What the open `/readyz` says: ready or not and one reason code. Nothing else: the
+/// listener may be reachable from the whole LAN (issue 14: a reload error quoting a file
+/// that a symlink in `zones/` pointed at put the API token on `/readyz`). The detail is
+/// [`Readiness`], behind the token at `GET /api/v1/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReadyCode {
+    /// True when phones can be served well (the HTTP status is 200, else 503).
+    pub ready: bool,
+    /// Why, from a fixed set.
+    pub reason: ReadyReason,
+}
+
+/// The reason codes of `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyReason {
+    /// Config and zones loaded, first probe round done, last reload (if any) accepted.
+    Ok,
+    /// Still ready: the last reload was rejected and the running config stays in force
+    /// (the files on disk are not what runs; the error is at `/api/v1/status`).
+    LastReloadFailed,
+    /// Not ready: the prober's first round is still running.
+    FirstProbeRoundPending,
+}
+
+/// The readiness detail, `GET /api/v1/status` (token only).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
     /// True when phones can be served well: config and zones loaded, first round done.
@@ -142,7 +167,7 @@ pub struct Readiness {
 }
 
 impl ApiState {
-    /// What `/readyz` reports.
+    /// The readiness detail (`GET /api/v1/status`).
     pub fn readiness(&self) -> Readiness {
         let first_probe_round = match &self.first_round {
             None => ProbeRound::NoProber,
@@ -156,6 +181,22 @@ impl ApiState {
             zones: data.zones.len(),
             first_probe_round,
             reload: self.reloader.status(),
+        }
+    }
+
+    /// What `/readyz` reports: [`Self::readiness`] reduced to a reason code.
+    pub fn ready_code(&self) -> ReadyCode {
+        let r = self.readiness();
+        let reason = if r.first_probe_round == ProbeRound::Pending {
+            ReadyReason::FirstProbeRoundPending
+        } else if r.reload.last_error.is_some() {
+            ReadyReason::LastReloadFailed
+        } else {
+            ReadyReason::Ok
+        };
+        ReadyCode {
+            ready: r.ready,
+            reason,
         }
     }
 
