@@ -130,9 +130,14 @@ impl Server {
                 .context("setting up the upstream forwarder")?,
         );
         let health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+        // Client connections get only what the open-files limit can spare.
+        let budget = crate::descriptors::Budget::for_process(
+            config.api.max_connections,
+            config.dns.tcp_max_connections,
+        );
         let limits = Limits {
             max_inflight: config.dns.max_inflight,
-            tcp_max_connections: config.dns.tcp_max_connections,
+            tcp_max_connections: budget.tcp_dns,
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
@@ -230,7 +235,11 @@ impl Server {
                 ApiToken::from_config(&api_config),
             )
             .with_targets(Arc::new(ProberTargets(prober.clone())))
-            .with_readiness(prober.ready());
+            .with_readiness(prober.ready())
+            .with_limits(api::ApiLimits {
+                max_connections: budget.api,
+                request_timeout: api_config.request_timeout,
+            });
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
         Ok(Self {
@@ -369,6 +378,7 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// `sipdns run`: runs until SIGTERM/SIGINT.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
+    crate::descriptors::raise_soft_limit();
     let (config, zones) = load(path).with_context(|| format!("loading {}", path.display()))?;
     // What parsing left behind (the zone texts and documents) goes back to the system.
     crate::memory::release_freed();

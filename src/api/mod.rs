@@ -10,6 +10,12 @@
 //! Shared state is one cheap-to-clone [`ApiState`] of `Arc` handles, handed to axum through
 //! `State` (STYLE 6). Nothing in it is locked across an `.await`: zone edits run on the
 //! blocking pool under the reloader's write lock.
+//!
+//! The listener may face a whole LAN, so [`serve`] bounds what a client without the token
+//! can hold ([`ApiLimits`]): at most `max_connections` connections (one more is closed at
+//! once), request headers within `request_timeout` (hyper's header timer, which also closes
+//! a kept-alive connection that sends no new request in that time) and the whole body
+//! within `request_timeout` after them, of at most [`BODY_LIMIT`] bytes.
 
 pub mod auth;
 pub mod edit;
@@ -17,9 +23,20 @@ mod error;
 pub mod openapi;
 pub mod routes;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch};
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt as _;
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
 
 use crate::{
     health::AdminState,
@@ -72,7 +89,31 @@ pub struct ApiState {
     /// Turns true when the first probe round is done; `None`: no prober, nothing to wait
     /// for.
     pub(crate) first_round: Option<watch::Receiver<bool>>,
+    /// What one client may hold.
+    pub(crate) limits: ApiLimits,
 }
+
+/// The bounds [`serve`] enforces (`api.max_connections`, `api.request_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Deadline for a request's headers, and then for its whole body.
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Largest request body read (axum's default limit, kept): the biggest zone document an
+/// operator sends is far below it.
+pub const BODY_LIMIT: usize = 2 << 20;
 
 impl ApiState {
     /// State over a running server's parts. Without a token every protected route answers
@@ -96,7 +137,14 @@ impl ApiState {
             token: token.map(Arc::new),
             targets: None,
             first_round: None,
+            limits: ApiLimits::default(),
         }
+    }
+
+    /// Sets the connection and time bounds [`serve`] enforces.
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Connects the prober's target list and admin switch.
@@ -210,14 +258,137 @@ impl ApiState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown`, then lets open requests finish.
+/// Serves the API on `listener` until `shutdown`, then lets open requests finish (each
+/// within its request deadline).
+///
+/// Each connection is served by hyper's HTTP/1 connection builder (axum's `serve` has no
+/// knob for a connection limit or a header deadline), behind a semaphore of
+/// `max_connections` permits. A connection over the limit is accepted and closed at once
+/// rather than left in the kernel's backlog, so a legitimate client that retries gets the
+/// next free slot instead of queueing behind an attacker's connections.
 pub async fn serve(listener: TcpListener, state: ApiState, shutdown: CancellationToken) {
-    let app = router(state);
-    let stop = shutdown.clone();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "the API server stopped");
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+
+    let limits = state.limits;
+    let metrics = state.metrics.clone();
+    let app = router(state).layer(middleware::from_fn_with_state(limits, body_in_time));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let open = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    if crate::descriptors::is_exhaustion(&e) {
+                        metrics
+                            .api_connections_rejected
+                            .with_label_values(&["descriptors"])
+                            .inc();
+                    }
+                    tracing::warn!(error = %e, "API accept failed");
+                    // Out of descriptors and the like: back off briefly, never spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics
+                .api_connections_rejected
+                .with_label_values(&["max_connections"])
+                .inc();
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let stop = shutdown.clone();
+        open.spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    open.close();
+    open.wait().await;
+}
+
+/// Reads the whole request body within `request_timeout` (the header deadline is hyper's)
+/// and at most [`BODY_LIMIT`] bytes, then hands the request on with the body in memory. A
+/// client that trickles its body gets 408; one over the limit 413.
+async fn body_in_time(State(limits): State<ApiLimits>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(StatusCode::BAD_REQUEST);
+            };
+            if buf.len() + chunk.len() > BODY_LIMIT {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    let refuse = |status: StatusCode, code: &str, reason: String| {
+        let mut r = (
+            status,
+            axum::Json(serde_json::json!({ "error": code, "reason": reason })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        r
+    };
+    match tokio::time::timeout(limits.request_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)) => refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over {BODY_LIMIT} bytes"),
+        ),
+        Ok(Err(_)) => refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read".to_owned(),
+        ),
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within api.request_timeout ({})",
+                humantime::format_duration(limits.request_timeout)
+            ),
+        ),
     }
 }

@@ -488,12 +488,10 @@ pub struct ApiConfig {
     /// it at start to fit the open-files limit (logged).
     #[serde(default = "default_api_max_connections")]
     pub max_connections: usize,
-    /// Deadline for a request's headers and its whole body; a slower client is cut off.
+    /// Deadline for a request's headers, then for its whole body; a slower client is cut
+    /// off. A kept-alive connection that starts no new request within it is closed too.
     #[serde(default = "default_api_request_timeout", with = "human")]
     pub request_timeout: Duration,
-    /// A kept-alive connection with no request for this long is closed.
-    #[serde(default = "default_api_idle_timeout", with = "human")]
-    pub idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -504,7 +502,6 @@ impl Default for ApiConfig {
             token_env: default_token_env(),
             max_connections: default_api_max_connections(),
             request_timeout: default_api_request_timeout(),
-            idle_timeout: default_api_idle_timeout(),
         }
     }
 }
@@ -739,9 +736,6 @@ fn default_api_max_connections() -> usize {
 }
 fn default_api_request_timeout() -> Duration {
     Duration::from_secs(10)
-}
-fn default_api_idle_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 fn default_zone_max_file_size() -> u64 {
     crate::zones::DEFAULT_MAX_FILE_SIZE

@@ -261,9 +261,6 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
     if c.api.request_timeout.is_zero() {
         err(&mut out, "api.request_timeout", "must be more than 0");
     }
-    if c.api.idle_timeout.is_zero() {
-        err(&mut out, "api.idle_timeout", "must be more than 0");
-    }
     if c.zones.max_file_size == 0 {
         err(&mut out, "zones.max_file_size", "must be at least 1 byte");
     }

@@ -7,6 +7,10 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -16,17 +20,18 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
     common::{
-        client::{self, query},
+        client::{self, lines, query},
+        fake_upstream::FakeUpstream,
         http::Client,
         server::{self, API_TOKEN},
     },
-    support_sip::free_port,
+    support_sip::{free_port, sipp_uas},
 };
+use sipdns::target::Transport;
 
 const TOKEN: &str = "attack-test-token-Q7-not-a-secret";
 
 /// A `sipdns run` child, killed on drop.
-#[allow(dead_code)] // `dns` is for the flood test
 pub(crate) struct Sipdns {
     child: Child,
     pub(crate) api: SocketAddr,
@@ -51,13 +56,25 @@ impl Sipdns {
 /// Starts `sipdns run` in `dir` (which holds `zones/`) with `extra` appended to a config
 /// that sets `dns:`, `api:` and `upstream:` (unless `extra` sets `upstream:`), and waits
 /// (bounded) until `/livez` answers. `nofile`: the soft and hard `RLIMIT_NOFILE` the child
-/// starts with, as `ulimit -n` would set them.
-pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<u64>) -> Sipdns {
+/// starts with (`ulimit -Sn`, `ulimit -Hn`).
+/// An `api:` section at the start of `extra` is merged into the generated one.
+pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<(u64, u64)>) -> Sipdns {
+    let (api_extra, extra) = match extra.strip_prefix("api:\n") {
+        Some(rest) => {
+            let end = rest
+                .lines()
+                .take_while(|l| l.starts_with("  "))
+                .map(|l| l.len() + 1)
+                .sum::<usize>();
+            (&rest[..end], &rest[end..])
+        }
+        None => ("", extra),
+    };
     std::fs::write(dir.join("api-token"), format!("{TOKEN}\n")).unwrap();
     for _attempt in 0..5 {
         let (dns_port, api_port) = (free_port(), free_port());
         let mut config = format!(
-            "dns:\n  listen: [\"127.0.0.1:{dns_port}\"]\napi:\n  listen: \"127.0.0.1:{api_port}\"\n  token_file: api-token\n"
+            "dns:\n  listen: [\"127.0.0.1:{dns_port}\"]\napi:\n  listen: \"127.0.0.1:{api_port}\"\n  token_file: api-token\n{api_extra}"
         );
         if !extra.contains("upstream:") {
             config.push_str(
@@ -74,15 +91,15 @@ pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<u64>) -> Sipdn
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(n) = nofile {
+        if let Some((soft, hard)) = nofile {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and
             // exec.
             unsafe {
                 cmd.pre_exec(move || {
                     let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
+                        rlim_cur: soft,
+                        rlim_max: hard,
                     };
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
@@ -460,4 +477,254 @@ async fn a_planted_symlink_at_the_temp_name_is_not_followed() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(!temp.exists());
+}
+
+// ---- 2: a bounded API ----
+
+/// One attacker connection: `idle` sends nothing; otherwise a slowloris that sends a
+/// request head one short header every 300 ms and never ends it. Returns when the server
+/// closes it or `stop` is set; reconnects (after 1 s, so a long attack cannot exhaust the
+/// client's ports) until `stop`. Counts connections the server cut.
+async fn attacker(api: SocketAddr, idle: bool, stop: Arc<AtomicBool>, cut: Arc<AtomicUsize>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(api)).await
+        else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if !idle {
+            let _ = s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").await;
+        }
+        let mut buf = [0u8; 256];
+        // Bounded: 200 rounds of 300 ms is more than any phase of the test.
+        for _ in 0..200 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let closed = tokio::select! {
+                r = s.read(&mut buf) => !matches!(r, Ok(n) if n > 0),
+                () = tokio::time::sleep(Duration::from_millis(300)) => false,
+            };
+            if closed {
+                cut.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            if !idle && s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                cut.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The value of one series in a scrape (0 when absent).
+fn series(text: &str, name: &str) -> f64 {
+    metric(text, name).unwrap_or(0.0)
+}
+
+/// Descriptors the process has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_flood_at_ulimit_256_takes_nothing_dns_and_probes_need() {
+    const NOFILE: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    std::fs::write(zones.join("example.net.zone"), NET).unwrap();
+    let upstream = FakeUpstream::start().await;
+    let sip_port = free_port();
+    let _uas = sipp_uas(dir.path(), sip_port, Transport::Tcp);
+    let extra = format!(
+        "api:\n  request_timeout: 3s\nupstream:\n  servers: [\"{}\"]\n  timeout: 1s\n  attempts: 2\n\
+         sip:\n  probe:\n    interval: 500ms\n    timeout: 400ms\n  domains:\n    - name: pbx.example.org\n      targets:\n        - {{ address: 127.0.0.1, port: {sip_port}, transport: tcp }}\n",
+        upstream.addr()
+    );
+    let s = spawn(dir.path(), &extra, Some((NOFILE, NOFILE))).await;
+    let pid = s.child.id();
+    let c = Client::new(s.api, Some(TOKEN));
+    let tcp_good = "sipdns_probes_total{result=\"good\",transport=\"tcp\"}";
+    // The probe target is up before the attack.
+    let mut before = String::new();
+    for _ in 0..100 {
+        before = c.get("/metrics").await.text();
+        if series(&before, tcp_good) >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        series(&before, tcp_good) >= 2.0,
+        "no good TCP probe before the attack"
+    );
+    let tcp_bad = |text: &str| {
+        [
+            "bad_code",
+            "timeout",
+            "unreachable",
+            "refused",
+            "reset",
+            "tls",
+            "error",
+        ]
+        .iter()
+        .map(|r| {
+            series(
+                text,
+                &format!("sipdns_probes_total{{result=\"{r}\",transport=\"tcp\"}}"),
+            )
+        })
+        .sum::<f64>()
+    };
+
+    // Phase 1: 500 idle and 100 slowloris connections, re-opened as they are cut, for 8 s
+    // (more than two request timeouts), while DNS, upstream, probes and a reload are used.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    for i in 0..600 {
+        attackers.push(tokio::spawn(attacker(
+            s.api,
+            i < 500,
+            stop.clone(),
+            cut.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let mut checks = 0;
+    let mut max_fds = 0;
+    let mut reloaded = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        // TCP DNS: a static record.
+        let m = tokio::time::timeout(
+            Duration::from_secs(2),
+            client::tcp(s.dns, &query("ns1.example.net.", RecordType::A, None)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("TCP DNS did not answer under the API flood\n{}", s.log()));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        // Forwarded over UDP: a fresh name each time, so a fresh upstream socket.
+        let (m, _) = client::udp(
+            s.dns,
+            &query(&format!("q{checks}.fwd.example.org."), RecordType::A, None),
+        )
+        .await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "forwarding failed under the API flood (SERVFAIL: no socket for upstream?)"
+        );
+        // A reload half way: a new record in the zone file, SIGHUP, served.
+        if !reloaded && started.elapsed() > Duration::from_secs(3) {
+            std::fs::write(
+                zones.join("example.net.zone"),
+                format!("{NET}new IN A 192.0.2.44\n"),
+            )
+            .unwrap();
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+            reloaded = true;
+        }
+        max_fds = max_fds.max(open_fds(pid));
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (m, _) = client::udp(s.dns, &query("new.example.net.", RecordType::A, None)).await;
+    assert_eq!(
+        lines(&m.answers),
+        vec!["new.example.net. A 192.0.2.44"],
+        "the reload under the flood did not take"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.await.unwrap();
+    }
+    let cut = cut.load(Ordering::Relaxed);
+    eprintln!(
+        "API flood at ulimit -n {NOFILE}: {checks} rounds of TCP DNS + forwarded UDP ok, \
+         {cut} attacker connections cut, at most {max_fds} descriptors open"
+    );
+    assert!(max_fds < NOFILE as usize, "{max_fds} descriptors open");
+    // Connections over the limit closed at once, held ones cut by the deadline.
+    assert!(cut >= 600, "only {cut} attacker connections were cut");
+
+    // Phase 2: every slot held by slowloris connections; a legitimate request is turned
+    // away, then served within 1 s of one slot freeing.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(s.api).await.unwrap();
+        s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut open = Vec::new();
+    for s in held {
+        let mut buf = [0u8; 1];
+        match s.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open.push(s),
+            _ => {}
+        }
+    }
+    let slots = open.len();
+    assert!((1..=64).contains(&slots), "{slots} connections held");
+    assert_eq!(
+        status_of(s.api, "/livez").await,
+        None,
+        "served although every slot is held"
+    );
+    drop(open.pop());
+    let freed = std::time::Instant::now();
+    let mut served = None;
+    for _ in 0..40 {
+        if status_of(s.api, "/livez").await == Some(200) {
+            served = Some(freed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let served = served.expect("not served after a slot freed");
+    eprintln!("API: {slots} slots held; served {served:?} after one freed");
+    assert!(served < Duration::from_secs(1), "{served:?}");
+    drop(open);
+
+    // Probing never stopped: good TCP probes all along, none bad.
+    let after = c.get("/metrics").await.text();
+    let good = series(&after, tcp_good) - series(&before, tcp_good);
+    assert!(good >= 8.0, "only {good} good TCP probes during the flood");
+    assert_eq!(
+        tcp_bad(&after),
+        tcp_bad(&before),
+        "TCP probes failed during the flood"
+    );
+    assert!(
+        series(
+            &after,
+            "sipdns_api_connections_rejected_total{limit=\"max_connections\"}"
+        ) > 0.0
+    );
+    let log = s.log();
+    assert!(!log.contains("accept failed"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+#[tokio::test]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    let s = spawn(dir.path(), "", Some((256, 1024))).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[3..5], ["1024", "1024"], "{line}");
 }
