@@ -25,7 +25,7 @@ use crate::{
         http::Client,
         server::{self, API_TOKEN},
     },
-    support_sip::{free_port, sipp_uas},
+    support_sip::{free_port, kamailio, sipp_uas, test_ca},
 };
 use sipdns::target::Transport;
 
@@ -88,6 +88,9 @@ pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<(u64, u64)>) -
         cmd.args(["run", "-c"])
             .arg(dir.join("sipdns.yaml"))
             .env("RUST_LOG", "info")
+            // The system trust store as installed, not a test harness' override.
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -727,4 +730,102 @@ async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
         .to_owned();
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&fields[3..5], ["1024", "1024"], "{line}");
+}
+
+// ---- 5: TLS that works out of the box ----
+
+/// A CA certificate installed into the system trust store for one test; removed (and the
+/// store rebuilt) when dropped, also when the test fails.
+struct SystemCa {
+    path: PathBuf,
+}
+
+impl SystemCa {
+    /// Installs `pem` with `update-ca-certificates`. Needs root: without it the test fails
+    /// and says so (CI runs as root); it never skips silently.
+    fn install(pem: &Path) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "this test installs a test CA into the system trust store \
+             (/usr/local/share/ca-certificates + update-ca-certificates): run it as root, as CI does"
+        );
+        let dir = Path::new("/usr/local/share/ca-certificates");
+        assert!(
+            dir.is_dir() && Path::new("/usr/sbin/update-ca-certificates").is_file(),
+            "no system trust store to install into: apt-get install -y ca-certificates"
+        );
+        let path = dir.join(format!("sipdns-test-{}.crt", std::process::id()));
+        std::fs::copy(pem, &path).unwrap();
+        // From here on, Drop removes it whatever happens next.
+        let guard = Self { path };
+        update_ca_certificates();
+        guard
+    }
+}
+
+impl Drop for SystemCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        update_ca_certificates();
+    }
+}
+
+fn update_ca_certificates() {
+    let out = Command::new("update-ca-certificates")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || std::thread::panicking(),
+        "update-ca-certificates failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `/api/v1/targets` (bounded) until the only target's health is `want`.
+async fn wait_target(s: &Sipdns, want: &str, within: Duration) -> serde_json::Value {
+    let c = Client::new(s.api, Some(TOKEN));
+    let start = std::time::Instant::now();
+    loop {
+        let targets = c.get("/api/v1/targets").await.json();
+        if targets[0]["health"] == want {
+            return targets[0].clone();
+        }
+        assert!(
+            start.elapsed() < within,
+            "target not {want} within {within:?}: {targets}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_targets_verify_against_the_system_store_without_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    let files = test_ca(dir.path(), "system", "tls.example.org");
+    let (port, tls_port) = (free_port(), free_port());
+    let _kamailio = kamailio(dir.path(), port, Some((&files, tls_port)));
+    // verify: true (the default) and no ca_file: the system store is what is trusted.
+    let extra = format!(
+        "sip:\n  probe:\n    interval: 1s\n    timeout: 900ms\n    fall: 2\n  domains:\n    - name: pbx.example.org\n      targets:\n        - {{ address: 127.0.0.1, port: {tls_port}, transport: tls, host: tls.example.org }}\n"
+    );
+    // Control: the test CA is not in the store yet, so the certificate is refused.
+    {
+        let s = spawn(dir.path(), &extra, None).await;
+        let t = wait_target(&s, "down", Duration::from_secs(20)).await;
+        assert!(
+            t["last_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("TLS"),
+            "{t}"
+        );
+    }
+    let _ca = SystemCa::install(&files.ca);
+    let s = spawn(dir.path(), &extra, None).await;
+    let t = wait_target(&s, "up", Duration::from_secs(20)).await;
+    assert_eq!(t["last_code"], 200, "{t}");
 }
