@@ -18,14 +18,13 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::{
-    common::{
-        client::{self, lines, query},
-        fake_upstream::FakeUpstream,
-        http::Client,
-        server::{self, API_TOKEN},
-    },
-    support_sip::{free_port, kamailio, sipp_uas, test_ca},
+use crate::common::{
+    client::{self, lines, query},
+    fake_upstream::FakeUpstream,
+    http::Client,
+    process::{free_port, kill},
+    server::{self, API_TOKEN},
+    sip::{kamailio, sipp_uas, test_ca},
 };
 use sipdns::target::Transport;
 
@@ -84,8 +83,17 @@ pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<(u64, u64)>) -
         config.push_str(extra);
         std::fs::write(dir.join("sipdns.yaml"), config).unwrap();
         let log = dir.join("sipdns.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipdns"));
-        cmd.args(["run", "-c"])
+        // The limit is set by the shell that then execs sipdns (same PID), as `ulimit -n`
+        // in a container's entrypoint or a login shell would.
+        let mut cmd = Command::new("sh");
+        match nofile {
+            Some((soft, hard)) => cmd.arg("-c").arg(format!(
+                "ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""
+            )),
+            None => cmd.arg("-c").arg("exec \"$0\" \"$@\""),
+        };
+        cmd.arg(env!("CARGO_BIN_EXE_sipdns"))
+            .args(["run", "-c"])
             .arg(dir.join("sipdns.yaml"))
             .env("RUST_LOG", "info")
             // The system trust store as installed, not a test harness' override.
@@ -94,23 +102,6 @@ pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<(u64, u64)>) -
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        if let Some((soft, hard)) = nofile {
-            use std::os::unix::process::CommandExt as _;
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and
-            // exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: soft,
-                        rlim_max: hard,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
         let child = cmd.spawn().unwrap();
         let mut s = Sipdns {
             child,
@@ -629,8 +620,7 @@ async fn an_api_flood_at_ulimit_256_takes_nothing_dns_and_probes_need() {
                 format!("{NET}new IN A 192.0.2.44\n"),
             )
             .unwrap();
-            // SAFETY: kill(2) on our own child.
-            assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+            kill(pid as i32, libc::SIGHUP).unwrap();
             reloaded = true;
         }
         max_fds = max_fds.max(open_fds(pid));
@@ -744,10 +734,16 @@ impl SystemCa {
     /// Installs `pem` with `update-ca-certificates`. Needs root: without it the test fails
     /// and says so (CI runs as root); it never skips silently.
     fn install(pem: &Path) -> Self {
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
+        // The effective UID, from /proc (no `unsafe` for geteuid).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_owned();
         assert_eq!(
-            euid, 0,
+            euid, "0",
             "this test installs a test CA into the system trust store \
              (/usr/local/share/ca-certificates + update-ca-certificates): run it as root, as CI does"
         );
@@ -773,9 +769,7 @@ impl Drop for SystemCa {
 }
 
 fn update_ca_certificates() {
-    let out = Command::new("update-ca-certificates")
-        .output()
-        .unwrap();
+    let out = Command::new("update-ca-certificates").output().unwrap();
     assert!(
         out.status.success() || std::thread::panicking(),
         "update-ca-certificates failed: {}",
