@@ -15,7 +15,8 @@
 //! can hold ([`ApiLimits`]): at most `max_connections` connections (one more is closed at
 //! once), request headers within `request_timeout` (hyper's header timer, which also closes
 //! a kept-alive connection that sends no new request in that time) and the whole body
-//! within `request_timeout` after them, of at most [`BODY_LIMIT`] bytes.
+//! within `request_timeout` after them, of at most [`BODY_LIMIT`] bytes (read only after
+//! the token check).
 
 pub mod auth;
 pub mod edit;
@@ -28,9 +29,8 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     body::Body,
     extract::{Request, State},
-    http::StatusCode,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use futures::StreamExt as _;
 use tokio::{
@@ -111,8 +111,8 @@ impl Default for ApiLimits {
     }
 }
 
-/// Largest request body read (axum's default limit, kept): the biggest zone document an
-/// operator sends is far below it.
+/// Largest request body a handler reads (axum's default limit, kept; 413 over it): the
+/// biggest zone document an operator sends is far below it.
 pub const BODY_LIMIT: usize = 2 << 20;
 
 impl ApiState {
@@ -336,59 +336,40 @@ pub async fn serve(listener: TcpListener, state: ApiState, shutdown: Cancellatio
     open.wait().await;
 }
 
-/// Reads the whole request body within `request_timeout` (the header deadline is hyper's)
-/// and at most [`BODY_LIMIT`] bytes, then hands the request on with the body in memory. A
-/// client that trickles its body gets 408; one over the limit 413.
+/// Puts a deadline on the request body: `request_timeout` after the headers arrived (their
+/// own deadline is hyper's), the body stream ends in an error, which the handler's body
+/// extractor answers with 400 and hyper with closing the connection. Nothing is read here:
+/// a body is read only by a handler, after the token check, within axum's
+/// [`BODY_LIMIT`], so a client without the token cannot make sipdns buffer anything.
 async fn body_in_time(State(limits): State<ApiLimits>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let read = async {
-        let mut stream = body.into_data_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                return Err(StatusCode::BAD_REQUEST);
-            };
-            if buf.len() + chunk.len() > BODY_LIMIT {
-                return Err(StatusCode::PAYLOAD_TOO_LARGE);
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf)
-    };
-    let refuse = |status: StatusCode, code: &str, reason: String| {
-        let mut r = (
-            status,
-            axum::Json(serde_json::json!({ "error": code, "reason": reason })),
-        )
-            .into_response();
-        r.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
+    let deadline = tokio::time::Instant::now() + limits.request_timeout;
+    let req = req.map(|body| {
+        let state = (
+            body.into_data_stream(),
+            Box::pin(tokio::time::sleep_until(deadline)),
+            false,
         );
-        r
-    };
-    match tokio::time::timeout(limits.request_timeout, read).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)) => refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the request body is over {BODY_LIMIT} bytes"),
-        ),
-        Ok(Err(_)) => refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the request body could not be read".to_owned(),
-        ),
-        Err(_) => refuse(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the request body did not arrive within api.request_timeout ({})",
-                humantime::format_duration(limits.request_timeout)
-            ),
-        ),
-    }
+        Body::from_stream(futures::stream::unfold(
+            state,
+            |(mut data, mut late, over)| async move {
+                if over {
+                    return None;
+                }
+                tokio::select! {
+                    chunk = data.next() => {
+                        let chunk = chunk?.map_err(axum::BoxError::from);
+                        Some((chunk, (data, late, false)))
+                    }
+                    () = late.as_mut() => {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request body did not arrive within api.request_timeout",
+                        );
+                        Some((Err(axum::BoxError::from(e)), (data, late, true)))
+                    }
+                }
+            },
+        ))
+    });
+    next.run(req).await
 }

@@ -823,3 +823,80 @@ async fn tls_targets_verify_against_the_system_store_without_ca_file() {
     let t = wait_target(&s, "up", Duration::from_secs(20)).await;
     assert_eq!(t["last_code"], 200, "{t}");
 }
+
+/// Sends a request head, then `body_len` body bytes one every 200 ms; returns the status of
+/// the reply (if any) and when it came.
+async fn trickle(api: SocketAddr, token: Option<&str>, body_len: usize) -> (Option<u16>, Duration) {
+    let start = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /api/v1/zones HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Bounded: at most 100 bytes trickled (20 s), far past any deadline under test.
+    for _ in 0..body_len.min(100) {
+        tokio::select! {
+            r = s.read(&mut buf) => match r {
+                Ok(n) if n > 0 => { raw.extend_from_slice(&buf[..n]); break; }
+                _ => break,
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if s.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let status = std::str::from_utf8(raw.get(..12).unwrap_or_default())
+        .ok()
+        .and_then(|h| h.split(' ').nth(1)?.parse().ok());
+    (status, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_have_a_deadline_and_are_read_only_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    let s = spawn(dir.path(), "api:\n  request_timeout: 2s\n", None).await;
+    // With the token: the body must arrive within 2 s of the headers.
+    let (status, after) = trickle(s.api, Some(TOKEN), 1000).await;
+    assert_eq!(status, Some(400), "{after:?}");
+    assert!(
+        after >= Duration::from_millis(1800) && after < Duration::from_secs(4),
+        "{after:?}"
+    );
+    // Without it: refused before any of the body is read.
+    let (status, after) = trickle(s.api, None, 1_000_000).await;
+    assert_eq!(status, Some(401));
+    assert!(after < Duration::from_secs(1), "{after:?}");
+    // The body limit is kept: over 2 MiB is 413.
+    // (Written and read leniently: the server may answer and close before the whole body
+    // is sent.)
+    let mut c = tokio::net::TcpStream::connect(s.api).await.unwrap();
+    let head = format!(
+        "POST /api/v1/zones HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        3 << 20
+    );
+    let big = vec![b' '; 3 << 20];
+    let (mut rd, mut wr) = c.split();
+    let (_, reply) = tokio::join!(
+        async {
+            let _ = wr.write_all(head.as_bytes()).await;
+            let _ = wr.write_all(&big).await;
+        },
+        async {
+            let mut raw = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut raw)).await;
+            raw
+        }
+    );
+    let status = std::str::from_utf8(reply.get(..12).unwrap_or_default())
+        .ok()
+        .and_then(|h| h.split(' ').nth(1)?.parse::<u16>().ok());
+    assert_eq!(status, Some(413));
+}
