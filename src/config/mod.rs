@@ -738,8 +738,11 @@ fn default_api_request_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_zone_max_file_size() -> u64 {
-    crate::zones::DEFAULT_MAX_FILE_SIZE
+    DEFAULT_ZONE_MAX_FILE_SIZE
 }
+
+/// The default of `zones.max_file_size`: 64 MiB.
+pub const DEFAULT_ZONE_MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// Durations written for people: `500ms`, `5s`, `1m 30s`, `1d`.
 pub mod human {
