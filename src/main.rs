@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     init_logging(format);
     match cli.command {
         Command::Client(cmd) => sipdns::cli::run(cmd),
-        Command::Check { config } => match sipdns::state::check(&config) {
+        Command::Check { config } => match sipdns::app::check(&config) {
             Ok(summary) => {
                 eprintln!("{summary}");
                 ExitCode::SUCCESS
