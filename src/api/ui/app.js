@@ -34,6 +34,7 @@
 
   async function refresh() {
     clearTimeout(timer);
+    if (document.hidden) return; // a hidden tab asks nothing; visibilitychange resumes
     try {
       if (!token()) {
         const r = await fetch("/readyz", { cache: "no-store" });
@@ -131,6 +132,9 @@
       if (d) body.duration = d;
       if (n) body.note = n;
       post(targetPath(drainTarget, "drain"), body);
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) refresh();
     });
     signedIn(!!token());
     refresh();
