@@ -34,7 +34,8 @@ use super::{
 use crate::{
     metrics::Metrics,
     record::{Answer, Rcode, Reuse, Source},
-    resolve::{Data, Resolver},
+    resolve::Resolver,
+    state::Data,
     upstream::Want,
 };
 

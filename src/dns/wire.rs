@@ -16,12 +16,14 @@ use hickory_proto::{
 };
 
 use super::{
-    convert::name_from_hickory,
     encode::{Head, Opt, WireQuestion, bare, response},
     fastpath::Quick,
     header,
 };
-use crate::record::{Answer, DomainName, RType, Rcode};
+use crate::{
+    hickory::name_from_hickory,
+    record::{Answer, DomainName, RType, Rcode},
+};
 
 /// The largest DNS message over TCP.
 pub const TCP_MAX: usize = 65_535;

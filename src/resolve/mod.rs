@@ -19,14 +19,15 @@ use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, join_all};
 
 use crate::{
-    config::{Config, MergeMode, SipDomainConfig},
+    config::{MergeMode, SipDomainConfig},
     health::HealthSnapshot,
     metrics::Metrics,
-    policy::{self, Decision},
+    policy::{self, Explanation},
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Reuse, Source},
+    state::Data,
     target::Transport,
     upstream::{Forwarder, Want},
-    zones::{Zone, ZoneAnswer, ZoneStore},
+    zones::{Zone, ZoneAnswer},
 };
 
 /// How deep CNAME chains in static data are followed.
@@ -66,30 +67,6 @@ impl Ask {
             ..self
         }
     }
-}
-
-/// The config and zones in force, swapped whole on reload.
-#[derive(Debug, Clone)]
-pub struct Data {
-    /// The config.
-    pub config: Arc<Config>,
-    /// The static zones.
-    pub zones: Arc<ZoneStore>,
-}
-
-/// An answer with its history, for the explain view.
-#[derive(Debug, Clone)]
-pub struct Explained {
-    /// What the resolver found, before the health policy.
-    pub before: Answer,
-    /// What the phone gets.
-    pub after: Answer,
-    /// The managed SIP domain the name belongs to, if any.
-    pub domain: Option<DomainName>,
-    /// Per record, what the policy did and why.
-    pub decisions: Vec<Decision>,
-    /// Set when every target was down and the all-down rule applied.
-    pub all_down: Option<crate::config::AllDown>,
 }
 
 /// The lookup path.
@@ -400,19 +377,20 @@ impl Resolver {
         qtype: RType,
         want: Want,
     ) -> Answer {
-        self.answer_inner(data, name, qtype, want, false)
-            .await
-            .after
+        self.answer_inner(data, name, qtype, want, false).await.0
     }
 
     /// [`Self::answer`] with the answer before the policy and every decision, for the
     /// explain view.
-    pub async fn explain(&self, name: &DomainName, qtype: RType) -> Explained {
+    pub async fn explain(&self, name: &DomainName, qtype: RType) -> Explanation {
         let data = self.data.load_full();
-        self.answer_inner(&data, name, qtype, Want::default(), true)
-            .await
+        let (answer, explained) = self
+            .answer_inner(&data, name, qtype, Want::default(), true)
+            .await;
+        explained.unwrap_or_else(|| Explanation::untouched(name, qtype, &answer))
     }
 
+    /// The answer, and with `explain` its explanation (never built for a phone's query).
     async fn answer_inner(
         &self,
         data: &Data,
@@ -420,19 +398,13 @@ impl Resolver {
         qtype: RType,
         want: Want,
         explain: bool,
-    ) -> Explained {
+    ) -> (Answer, Option<Explanation>) {
         let ask = Ask::upstream(want);
         let mut answer = self.lookup_in(data, name, qtype, 0, ask).await;
         if answer.source == Source::Synthesized && answer.rcode == Rcode::ServFail {
             // Upstream failed, or the question was turned away at the in-flight bound:
             // nothing to apply a policy to.
-            return Explained {
-                before: Answer::servfail(),
-                after: answer,
-                domain: None,
-                decisions: Vec::new(),
-                all_down: None,
-            };
+            return (answer, None);
         }
         // One health snapshot for the whole answer.
         let health = self.health();
@@ -461,25 +433,11 @@ impl Resolver {
         }
 
         let Some(d) = domain else {
-            return Explained {
-                before: if explain {
-                    answer.clone()
-                } else {
-                    Answer::servfail()
-                },
-                after: answer,
-                domain: None,
-                decisions: Vec::new(),
-                all_down: None,
-            };
+            return (answer, None);
         };
         // What the policy shapes is sipdns' own answer: no signature would still match it.
         let answer = answer.without_dnssec();
-        let before = if explain {
-            answer.clone()
-        } else {
-            Answer::servfail()
-        };
+        let before = explain.then(|| answer.clone());
         let outcome = policy::apply(name, qtype, answer, d, &*health, &mut rand::rng());
         let withheld = outcome.withheld_count();
         if withheld > 0 {
@@ -494,18 +452,16 @@ impl Resolver {
                 .with_label_values(&[policy::all_down_label(rule)])
                 .inc();
         }
+        let explained = before.map(|before| Explanation {
+            domain: Some(d.name.clone()),
+            ..Explanation::new(name, qtype, &before, &outcome)
+        });
         let mut after = outcome.answer;
         // A weighted-random SRV order is drawn per response: the reply must not be reused.
         if d.ordering == crate::config::Ordering::Weighted && has_weighted_choice(&after) {
             after.reuse = Reuse::Never;
         }
-        Explained {
-            before,
-            after,
-            domain: Some(d.name.clone()),
-            decisions: outcome.decisions,
-            all_down: outcome.all_down,
-        }
+        (after, explained)
     }
 
     /// NAPTR records made from the domain's SRV sets, with ADDITIONAL filled later.

@@ -15,8 +15,9 @@ use sipdns::record::{RType, Rcode};
 
 use crate::common::{
     client::udp_raw,
-    fake_upstream::{Behaviour, FakeUpstream, Reply, a, aaaa, cname, naptr, soa, srv},
+    fake_upstream::{Behaviour, FakeUpstream, Reply, a, cname, soa, srv},
     peers,
+    rng::Rng,
     server::{self, TestServer},
 };
 
@@ -130,19 +131,7 @@ pub async fn ask_udp(server: SocketAddr, q: &Q) -> Vec<u8> {
 }
 
 pub async fn ask_tcp(server: SocketAddr, q: &Q) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let bytes = q.bytes();
-    let mut s = tokio::net::TcpStream::connect(server).await.unwrap();
-    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&bytes);
-    s.write_all(&framed).await.unwrap();
-    let len = tokio::time::timeout(Duration::from_secs(5), s.read_u16())
-        .await
-        .expect("TCP reply in time")
-        .unwrap();
-    let mut buf = vec![0u8; usize::from(len)];
-    s.read_exact(&mut buf).await.unwrap();
-    buf
+    tcp_raw(server, &q.bytes()).await
 }
 
 /// Records of a section as sorted `name TYPE data` lines (TTL left out).
@@ -638,7 +627,6 @@ async fn cache_lifetimes_follow_the_source() {
 /// unless the upstream is `trusted_ad`, and DO / CD are passed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_dnssec_records_only_for_do_clients() {
-    let _ = (aaaa, naptr); // helpers shared with other tests
     let up = FakeUpstream::start().await;
     up.answer(
         "signed.example.com",
@@ -818,24 +806,10 @@ async fn ad_is_relayed_only_from_trusted_upstreams() {
     assert!(!bits(&ask_udp(trusted.dns, &v).await).ad);
 }
 
-/// A tiny deterministic generator for the matrix's shuffles (fixed seeds: a failure
-/// reproduces).
-struct Shuffle(u64);
-
-impl Shuffle {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
+/// Shuffles `v` with the tests' one PRNG (fixed seeds: a failure reproduces).
+fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
     }
 }
 
@@ -1006,7 +980,7 @@ async fn cached_replies_equal_fresh_replies_for_the_whole_matrix() {
     let shared = server::start(&config, &zones).await;
     let mut order: Vec<usize> = (0..cells.len()).collect();
     for seed in [1u64, 2, 3] {
-        Shuffle(0x9E37_79B9_7F4A_7C15 ^ seed).shuffle(&mut order);
+        shuffle(&mut Rng(0x9E37_79B9_7F4A_7C15 ^ seed), &mut order);
         for &i in &order {
             let got = normalized(&ask(shared.dns, &cells[i]).await);
             assert_eq!(
@@ -1148,7 +1122,7 @@ async fn unbound_as_the_oracle() {
     )
     .await;
     let mut cells = matrix(MATRIX_QUESTIONS);
-    Shuffle(42).shuffle(&mut cells);
+    shuffle(&mut Rng(42), &mut cells);
     let (mut same, mut allowed) = (0, std::collections::BTreeMap::<&str, usize>::new());
     for v in &cells {
         let ours = compared(&ask(s.dns, v).await);

@@ -11,10 +11,13 @@
 
 mod answers;
 mod api;
+mod attacks;
+mod cli;
 mod common;
 mod config_files;
 mod deploy;
 mod dns;
+mod events;
 mod failover;
 mod faults;
 mod forwarding;
@@ -23,5 +26,5 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
-mod support_sip;
+mod ui;
 mod upstream;

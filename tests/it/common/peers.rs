@@ -1,27 +1,16 @@
 //! Real DNS peers started by a test on loopback, each with its own config in a temporary
 //! directory and an ephemeral port: Knot DNS (`knotd`, signing a zone with an automatic
-//! key policy) and unbound. Killed when dropped.
+//! key policy) and unbound. Stopped when dropped (the [`process::Peer`] guard).
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-/// A free loopback port for both UDP and TCP (bound, then released).
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port");
-}
+use super::process::{self, free_port, require};
 
 /// Waits (bounded) until a DNS server on `addr` answers an SOA query for `zone` over UDP.
 pub async fn wait_answering(addr: SocketAddr, zone: &str, within: Duration) {
@@ -42,17 +31,11 @@ pub async fn wait_answering(addr: SocketAddr, zone: &str, within: Duration) {
     panic!("{addr} did not answer for {zone} within {within:?}");
 }
 
-/// A running peer process.
+/// A DNS peer running on loopback with its files.
 pub struct Peer {
     pub addr: SocketAddr,
-    pub child: Child,
+    pub process: process::Peer,
     pub dir: tempfile::TempDir,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 /// Knot DNS serving `zone` (RFC 1035 text, origin `origin`), signed at load with Knot's
@@ -71,16 +54,11 @@ pub async fn knot_signed(origin: &str, zone: &str) -> (Peer, std::path::PathBuf,
     );
     let conf_path = d.join("knot.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("knotd (Debian package knot) is installed");
+    let mut cmd = std::process::Command::new(require("knotd", "knot"));
+    cmd.arg("-c").arg(&conf_path);
+    let process = process::Peer::spawn("knotd", cmd, d.join("knotd.log"));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let peer = Peer { addr, child, dir };
+    let peer = Peer { addr, process, dir };
     wait_answering(addr, origin, Duration::from_secs(20)).await;
     let (anchors, ds) = trust_anchor(&conf_path, origin, peer.dir.path()).await;
     (peer, anchors, ds)
@@ -90,7 +68,7 @@ async fn trust_anchor(conf: &Path, origin: &str, dir: &Path) -> (std::path::Path
     // Signing happens right after load: wait (bounded) until the key is there.
     let start = Instant::now();
     loop {
-        let out = Command::new("keymgr")
+        let out = Command::new(require("keymgr", "knot"))
             .arg("-c")
             .arg(conf)
             .arg(origin)
@@ -135,7 +113,7 @@ pub async fn delv(
 ) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        Command::new("delv")
+        Command::new(require("delv", "bind9-dnsutils"))
             .arg(format!("@{}", server.ip()))
             .arg("-p")
             .arg(server.port().to_string())
@@ -167,7 +145,7 @@ pub async fn unbound(conf_body: &str, wait_zone: &str) -> Peer {
     );
     let conf_path = dir.path().join("unbound.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let check = std::process::Command::new("unbound-checkconf")
+    let check = std::process::Command::new(require("unbound-checkconf", "unbound"))
         .arg(&conf_path)
         .output()
         .expect("unbound-checkconf runs");
@@ -177,17 +155,11 @@ pub async fn unbound(conf_body: &str, wait_zone: &str) -> Peer {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    let child = Command::new("unbound")
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("unbound is installed");
+    let mut cmd = std::process::Command::new(require("unbound", "unbound"));
+    cmd.arg("-d").arg("-c").arg(&conf_path);
+    let process = process::Peer::spawn("unbound", cmd, dir.path().join("unbound.log"));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let peer = Peer { addr, child, dir };
+    let peer = Peer { addr, process, dir };
     wait_answering(addr, wait_zone, Duration::from_secs(20)).await;
     peer
 }
