@@ -19,5 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let written = yaml_serde::to_string(&config).expect("a loaded config serializes");
     let again = Config::from_text(path, &written)
         .unwrap_or_else(|e| panic!("written config does not load back: {e}\n---\n{written}"));
-    assert_eq!(config, again, "config changed through a write and a load\n---\n{written}");
+    assert_eq!(
+        config, again,
+        "config changed through a write and a load\n---\n{written}"
+    );
 });

@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
         let Some(resp) = resp else {
             continue;
         };
-        assert!(packet.len() >= 12, "reply to a packet shorter than a header");
+        assert!(
+            packet.len() >= 12,
+            "reply to a packet shorter than a header"
+        );
         assert_eq!(packet[2] & 0x80, 0, "a response (QR set) was answered");
         assert!(resp.len() >= 12);
         assert_eq!(&resp[..2], &packet[..2], "ID not echoed");
@@ -67,10 +70,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(resp.len() <= env.max_udp, "{} bytes over UDP", resp.len());
             let no_edns = match fastpath::quick(packet) {
                 Some(q) => q.edns_payload.is_none(),
-                None => matches!(wire::parse(packet, 1232), Parsed::Query(ref q) if q.edns_payload.is_none()),
+                None => {
+                    matches!(wire::parse(packet, 1232), Parsed::Query(ref q) if q.edns_payload.is_none())
+                }
             };
             if no_edns {
-                assert!(resp.len() <= 512, "{} bytes to a client without EDNS", resp.len());
+                assert!(
+                    resp.len() <= 512,
+                    "{} bytes to a client without EDNS",
+                    resp.len()
+                );
             }
         }
     }

@@ -74,14 +74,33 @@ pub struct Env {
     pub max_udp: usize,
 }
 
+/// The environment, with the default rate limit (loopback exempt, anyone else limited).
 pub fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| build(CONFIG))
+}
+
+/// The environment with every client exempt from the rate limit: for comparing two
+/// handlers, whose limiters would otherwise have seen different traffic.
+pub fn env_without_rate_limit() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
+        let config = CONFIG.replace(
+            "  listen: [\"127.0.0.1:0\"]\n",
+            "  listen: [\"127.0.0.1:0\"]\n  rate_limit:\n    exempt: [\"0.0.0.0/0\", \"::/0\"]\n",
+        );
+        build(&config)
+    })
+}
+
+fn build(config_text: &str) -> Env {
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let config = Config::from_text(Path::new("/fuzz/sipdns.yaml"), CONFIG).expect("config");
+        let config =
+            Config::from_text(Path::new("/fuzz/sipdns.yaml"), config_text).expect("config");
         let pbx = load_yaml_text(
             Path::new("pbx.example.org.yaml"),
             include_str!("../../zones/pbx.example.org.yaml"),
@@ -121,7 +140,7 @@ pub fn env() -> &'static Env {
             metrics,
             max_udp,
         }
-    })
+    }
 }
 
 /// server1 of pbx.example.org and target `a` of voice.example.org down, the rest unknown
@@ -167,4 +186,3 @@ fn snapshot() -> HealthSnapshot {
         host_domain: Arc::new(HashMap::new()),
     }
 }
-

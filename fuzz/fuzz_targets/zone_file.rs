@@ -6,11 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use sipdns::{
-    config::MergeMode,
-    record::DomainName,
-    zones::load_zone_file_text,
-};
+use sipdns::{config::MergeMode, record::DomainName, zones::load_zone_file_text};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flag, rest)) = data.split_first() else {
@@ -29,5 +25,10 @@ fuzz_target!(|data: &[u8]| {
         1 => MergeMode::Fallback,
         _ => MergeMode::Merge,
     };
-    let _ = load_zone_file_text(Path::new("/fuzz/zones/example.net.zone"), text, origin, mode);
+    let _ = load_zone_file_text(
+        Path::new("/fuzz/zones/example.net.zone"),
+        text,
+        origin,
+        mode,
+    );
 });

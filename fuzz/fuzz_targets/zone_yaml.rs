@@ -51,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
         (Ok(zone), Some(expected)) => {
             assert_eq!(zone.origin, expected.origin, "origin differs\n{text}");
             assert_eq!(zone.mode, expected.mode, "mode differs\n{text}");
-            assert_eq!(zone.negative_soa(), expected.negative_soa(), "SOA differs\n{text}");
+            assert_eq!(
+                zone.negative_soa(),
+                expected.negative_soa(),
+                "SOA differs\n{text}"
+            );
             assert_eq!(sorted(&zone), sorted(&expected), "records differ\n{text}");
             zone
         }
