@@ -4,7 +4,6 @@
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -19,7 +18,7 @@ use crate::{
         handler::Handler,
         server::{self, Limits},
     },
-    health::{AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle},
+    health::{AdminState, HealthHandle, Lookup, ProbeError, ProberHandle},
     metrics::Metrics,
     record::{Answer, DomainName, RType},
     reload::Reloader,
@@ -119,7 +118,8 @@ impl Server {
             Forwarder::new(&config.upstream, metrics.clone())
                 .context("setting up the upstream forwarder")?,
         );
-        let health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+        // Created first: the prober writes it, the resolver reads it.
+        let health = HealthHandle::new();
         let limits = Limits {
             max_inflight: config.dns.max_inflight,
             tcp_max_connections: config.dns.tcp_max_connections,
@@ -139,20 +139,20 @@ impl Server {
                 zones: Arc::new(zones),
             },
             forwarder,
-            health,
+            health.clone(),
             metrics.clone(),
         ));
         // The prober discovers targets through the same lookup path as the DNS server, but
         // before the health policy: a withheld target must still be probed to come back.
-        let prober = Prober::spawn(
+        let prober = ProberHandle::spawn(
             &sip_config,
             Arc::new(PolicyFreeLookup(resolver.clone())),
             metrics.clone(),
             state_file,
+            health,
             shutdown.clone(),
         )
         .context("starting the SIP prober")?;
-        resolver.set_health(prober.snapshot());
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
         // The real bound on upstream waits is in the resolver; this one is a safety net.
         let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));

@@ -15,7 +15,7 @@ use std::{
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::{
-    AdminState, Health, HealthView as _, Prober, ProberHandle,
+    AdminState, Health, HealthHandle, HealthView as _, ProberHandle,
     discover::tests::{MapLookup, a, n, srv},
 };
 use crate::{
@@ -175,7 +175,15 @@ impl Drop for Running {
 fn start(cfg: &SipConfig, lookup: Arc<MapLookup>, state_file: Option<PathBuf>) -> Running {
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
-    let handle = Prober::spawn(cfg, lookup, metrics.clone(), state_file, stop.clone()).unwrap();
+    let handle = ProberHandle::spawn(
+        cfg,
+        lookup,
+        metrics.clone(),
+        state_file,
+        HealthHandle::new(),
+        stop.clone(),
+    )
+    .unwrap();
     Running {
         handle,
         metrics,

@@ -18,7 +18,7 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use serde_json::json;
 use sipdns::{
     config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
-    health::{Health, HealthView as _, Prober, ProberHandle},
+    health::{Health, HealthHandle, HealthView as _, ProberHandle},
     metrics::Metrics,
     record::{Answer, DomainName, RType, Rcode, Source},
     shutdown::CancellationToken,
@@ -445,11 +445,12 @@ fn probe(keys: &[TargetKey]) -> Probing {
     };
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
-    let handle = Prober::spawn(
+    let handle = ProberHandle::spawn(
         &cfg,
         Arc::new(NoLookup),
         metrics.clone(),
         None,
+        HealthHandle::new(),
         stop.clone(),
     )
     .unwrap();

@@ -17,7 +17,7 @@ use std::{
 use futures::future::BoxFuture;
 use sipdns::{
     config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
-    health::{Health, HealthView as _, Lookup, Prober, ProberHandle},
+    health::{Health, HealthHandle, HealthView as _, Lookup, ProberHandle},
     metrics::Metrics,
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
     shutdown::CancellationToken,
@@ -111,7 +111,15 @@ impl Drop for Running {
 fn start(cfg: SipConfig, lookup: Arc<dyn Lookup>) -> Running {
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
-    let handle = Prober::spawn(&cfg, lookup, metrics.clone(), None, stop.clone()).unwrap();
+    let handle = ProberHandle::spawn(
+        &cfg,
+        lookup,
+        metrics.clone(),
+        None,
+        HealthHandle::new(),
+        stop.clone(),
+    )
+    .unwrap();
     Running {
         handle,
         metrics,
