@@ -22,5 +22,4 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
-mod support_sip;
 mod upstream;
