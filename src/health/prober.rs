@@ -9,8 +9,9 @@
 //!   targets at 1 s are ~5,000 heap operations a second: cheaper than 5,000 sleeping tasks,
 //!   and simpler than a `DelayQueue` because stale entries are just skipped (each carries
 //!   a generation).
-//! - **UDP**: the [`UdpTransactions`] table sends, retransmits and matches; the loop waits
-//!   on [`UdpTransactions::next`] for verdicts.
+//! - **UDP**: the [`UdpTransactions`] table sends, retransmits and matches, one connected
+//!   socket per transaction; the loop waits on [`UdpTransactions::next`] for verdicts.
+//!   While the table is full, due UDP probes wait in a queue, in order, for a free slot.
 //! - **TCP/TLS**: one short-lived connection per probe, run as its own task in a
 //!   `JoinSet` (connect, send, read the final reply, close). A fresh connection each time
 //!   also checks that the server still accepts connections, which a reused one would not.
@@ -22,7 +23,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet},
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::Arc,
     time::Duration,
@@ -112,6 +113,7 @@ impl ProberHandle {
             last_found: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            waiting_udp: VecDeque::new(),
             streams: JoinSet::new(),
             next_probe_id: 1,
             dirty: false,
@@ -208,6 +210,9 @@ struct Engine {
     /// Next probe per target: `(due, sequence, target, generation)`.
     timers: BinaryHeap<Reverse<(Instant, u64, TargetKey, u64)>>,
     timer_seq: u64,
+    /// UDP probes due while the transaction table was full: `(target, generation)`, at
+    /// most one per target (its timer fired once and nothing else is scheduled for it).
+    waiting_udp: VecDeque<(TargetKey, u64)>,
     streams: JoinSet<(TargetKey, u64, Verdict)>,
     next_probe_id: u64,
     /// A status changed since the last snapshot.
@@ -244,14 +249,17 @@ impl Engine {
                     self.reconfigure(&cfg);
                 }
                 Some(d) = discoveries.recv() => self.apply_discovery(d),
-                (key, id, verdict) = self.udp.next(&self.th) => self.finish(key, id, &verdict),
+                (key, id, verdict) = self.udp.next(&self.th) => {
+                    self.finish(key, id, &verdict);
+                    self.start_waiting_udp();
+                }
                 Some(done) = self.streams.join_next(), if !self.streams.is_empty() => {
                     if let Ok((key, id, verdict)) = done {
                         self.finish(key, id, &verdict);
                     }
                 }
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
-                    self.fire_timers().await;
+                    self.fire_timers();
                 }
                 () = sleep_until(publish_at.unwrap_or_else(Instant::now)), if publish_at.is_some() => {
                     self.publish();
@@ -305,10 +313,9 @@ impl Engine {
         let merged = discover::merge(&self.last_found, d);
         self.last_found = merged.last_found.clone();
         let applied = self.table.apply(merged, now);
+        // A gone target's UDP transaction runs out on its own (its verdict is then
+        // ignored); its socket is held until the probe's timeout at most.
         for key in &applied.gone {
-            if key.transport == Transport::Udp {
-                self.udp.cancel(key);
-            }
             tracing::info!(target = %key, "target no longer in DNS or config; dropped");
         }
         let spread = self.probe.interval.min(FIRST_SPREAD);
@@ -320,7 +327,6 @@ impl Engine {
         if !applied.added.is_empty() {
             tracing::info!(added = applied.added.len(), total, "new targets to probe");
         }
-        self.udp.trim_routes(total);
         if self.first_round.is_none() {
             let pending: HashSet<TargetKey> = self.table.keys().into_iter().collect();
             self.first_round = Some(pending);
@@ -341,7 +347,7 @@ impl Engine {
         }
     }
 
-    async fn fire_timers(&mut self) {
+    fn fire_timers(&mut self) {
         let now = Instant::now();
         for _ in 0..TIMER_BATCH {
             match self.timers.peek() {
@@ -351,11 +357,31 @@ impl Engine {
             let Some(Reverse((_, _, key, epoch))) = self.timers.pop() else {
                 break;
             };
-            self.start_probe(key, epoch).await;
+            self.start_probe(key, epoch);
         }
     }
 
-    async fn start_probe(&mut self, key: TargetKey, epoch: u64) {
+    /// Starts UDP probes that waited for a free transaction slot, oldest first.
+    fn start_waiting_udp(&mut self) {
+        while self.udp.has_room() {
+            let Some((key, epoch)) = self.waiting_udp.pop_front() else {
+                return;
+            };
+            self.start_probe(key, epoch);
+        }
+    }
+
+    fn start_probe(&mut self, key: TargetKey, epoch: u64) {
+        if key.transport == Transport::Udp && !self.udp.has_room() {
+            if self.waiting_udp.is_empty() {
+                tracing::debug!(
+                    capacity = self.udp.capacity(),
+                    "UDP probe transactions at their limit; probes wait for a free slot"
+                );
+            }
+            self.waiting_udp.push_back((key, epoch));
+            return;
+        }
         let now = Instant::now();
         let id = self.next_probe_id;
         let Some(start) = self.table.begin(&key, epoch, id, now) else {
@@ -374,7 +400,7 @@ impl Engine {
                     user_agent: &self.probe.user_agent,
                     timeout: self.probe.timeout,
                 };
-                if let Err(v) = self.udp.start(req).await {
+                if let Err(v) = self.udp.start(req) {
                     self.finish(key, id, &v);
                 }
             }

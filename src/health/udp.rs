@@ -3,32 +3,47 @@
 //! *returns* `(target, probe id, verdict)` from [`UdpTransactions::next`]; it never calls
 //! back into the prober.
 //!
-//! - All probes share one socket per address family. Replies are matched by Via branch,
-//!   Call-ID and CSeq against the outstanding probes; anything else is counted in
-//!   `sipdns_probe_unmatched_total` and ignored.
-//! - Retransmissions follow RFC 3261 §17.1.2.2 (Timer E: T1 = 500 ms doubling, capped at
-//!   T2 = 4 s) until the probe's timeout (Timer F); a provisional reply stops them. A
-//!   timeout is a local verdict with no code, so it can never be mistaken for a reply.
-//! - ICMP errors are read from the socket's error queue (see [`transport::drain_icmp_errors`])
-//!   and end the probe in flight to the destination they name.
+//! # One socket per transaction
+//!
+//! Each probe opens its own UDP socket and `connect`s it to the target, so the kernel
+//! picks a fresh random ephemeral source port for it (Linux draws the port at random on
+//! the implicit bind). The Via and Contact headers carry that socket's own address. This
+//! is what makes a probe hard to fool from off the path:
+//!
+//! - **ICMP errors** count only for the socket's exact 4-tuple: Linux delivers an ICMP
+//!   error to the UDP socket that matches the quoted header's addresses and ports, and a
+//!   connected socket matches only its own remote address and port (`__udp4_lib_err` ->
+//!   `__udp4_lib_lookup`); it then reports the error on the next `recv` (port unreachable
+//!   as `ECONNREFUSED`, host/net unreachable as `EHOSTUNREACH`/`ENETUNREACH`). A blind
+//!   forger must guess the port of a socket that lives for one transaction. Errors on
+//!   other sockets (another probe, a TCP connection) never reach this one.
+//! - **Replies** reach the socket only from the target's address and port (the kernel
+//!   drops other sources for a connected socket) and must still match the Via branch,
+//!   Call-ID and CSeq; anything else is counted in `sipdns_probe_unmatched_total` and
+//!   ignored.
+//!
+//! Retransmissions follow RFC 3261 §17.1.2.2 (Timer E: T1 = 500 ms doubling, capped at
+//! T2 = 4 s) until the probe's timeout (Timer F); a provisional reply stops them. A
+//! timeout is a local verdict with no code, so it can never be mistaken for a reply.
+//!
+//! # Cost and bounds
+//!
+//! A transaction costs a socket, a connect and an epoll registration (a few µs on
+//! loopback; see `docs/probing-internals.md`) and holds one file descriptor until its
+//! final reply or timeout. At most [`UdpTransactions::capacity`] are open at once (a
+//! quarter of the soft open-files limit, at most [`MAX_IN_FLIGHT`]); the prober holds back
+//! further probes until one ends, so a flood of dead targets delays probes but never takes
+//! the descriptors the DNS listeners need. The transactions are futures polled by the
+//! prober's own task (no task per probe).
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    net::UdpSocket,
-    time::{Instant, sleep_until},
-};
+use futures::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
+use tokio::{io::Interest, net::UdpSocket, time::Instant};
 
 use super::{
     sip::{self, ProbeIds},
     state::{BadReason, Thresholds, Verdict},
-    transport,
 };
 use crate::{
     metrics::Metrics,
@@ -39,8 +54,10 @@ use crate::{
 pub const T1: Duration = Duration::from_millis(500);
 /// RFC 3261 §17.1.1.1: T2, the cap on the non-INVITE retransmission interval.
 pub const T2: Duration = Duration::from_secs(4);
-/// Timer events handled per wake-up before the caller looks at its other inputs.
-const TIMER_BATCH: usize = 4096;
+/// Most UDP transactions (hence sockets) open at once.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Fewest UDP transactions allowed at once, whatever the open-files limit says.
+const MIN_IN_FLIGHT: usize = 16;
 
 /// One UDP probe to start.
 pub(crate) struct UdpRequest<'a> {
@@ -60,358 +77,290 @@ pub(crate) struct UdpRequest<'a> {
     pub(crate) timeout: Duration,
 }
 
-/// An outstanding UDP probe.
-struct UdpProbe {
-    key: TargetKey,
-    ids: ProbeIds,
-    bytes: Arc<[u8]>,
-    dest: SocketAddr,
-    sent: Instant,
-    rto: Duration,
-    deadline: Instant,
-    timeout: Duration,
-    provisional: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    /// Retransmit a probe (Timer E).
-    Retransmit(u64),
-    /// A probe's deadline (Timer F).
-    Deadline(u64),
+/// How a transaction ended, before the thresholds judge a reply.
+enum Outcome {
+    /// A final reply.
+    Reply {
+        code: u16,
+        rtt: Duration,
+        retry_after: Option<Duration>,
+    },
+    /// No usable reply: timeout, ICMP error, send failure.
+    Failed(Verdict),
 }
 
 /// A verdict on one probe: the target, the prober's probe id, and the verdict.
 pub(crate) type Done = (TargetKey, u64, Verdict);
 
-/// The outstanding UDP probes and the sockets they travel on.
+/// The open UDP transactions.
 pub(crate) struct UdpTransactions {
-    probes: HashMap<u64, UdpProbe>,
-    by_branch: HashMap<String, u64>,
-    /// The probe in flight per destination, for ICMP errors (one per target at a time).
-    by_dest: HashMap<SocketAddr, u64>,
-    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
-    timer_seq: u64,
-    udp4: Option<Arc<UdpSocket>>,
-    udp6: Option<Arc<UdpSocket>>,
-    /// Source address per destination, for Via/Contact.
-    sources: HashMap<IpAddr, IpAddr>,
-    /// Verdicts reached but not returned yet.
-    done: VecDeque<Done>,
-    buf4: Vec<u8>,
-    buf6: Vec<u8>,
+    running: FuturesUnordered<BoxFuture<'static, (TargetKey, u64, Outcome)>>,
+    capacity: usize,
     metrics: Arc<Metrics>,
 }
 
-async fn recv_opt(
-    sock: Option<&Arc<UdpSocket>>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl UdpTransactions {
-    /// An empty table; sockets are opened on first use.
+    /// An empty table, bounded by the process' open-files limit.
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
-            probes: HashMap::new(),
-            by_branch: HashMap::new(),
-            by_dest: HashMap::new(),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
-            udp4: None,
-            udp6: None,
-            sources: HashMap::new(),
-            done: VecDeque::new(),
-            buf4: vec![0u8; 65_535],
-            buf6: vec![0u8; 65_535],
+            running: FuturesUnordered::new(),
+            capacity: capacity_for(soft_nofile()),
             metrics,
         }
     }
 
-    /// Sends the first request of a probe and starts its timers. An error is the probe's
-    /// verdict (nothing was sent).
-    pub(crate) async fn start(&mut self, req: UdpRequest<'_>) -> Result<(), Verdict> {
+    /// Most transactions open at once.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// True if another transaction may start now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.running.len() < self.capacity
+    }
+
+    /// Opens the transaction's socket and sends the first request. An error is the
+    /// probe's verdict (nothing is left running).
+    pub(crate) fn start(&mut self, req: UdpRequest<'_>) -> Result<(), Verdict> {
         let dest = SocketAddr::new(req.key.ip, req.key.port);
-        let sock = self.socket(dest.is_ipv6())?;
-        let port = sock
+        let sock = connect(dest).map_err(|e| io_verdict("cannot open a UDP socket", &e))?;
+        let local = sock
             .local_addr()
-            .map_err(|e| Verdict::bad(BadReason::Error, e.to_string()))?
-            .port();
-        let src = match self.sources.get(&dest.ip()) {
-            Some(ip) => *ip,
-            None => {
-                let ip = transport::route_source(dest.ip()).ok_or_else(|| {
-                    Verdict::bad(BadReason::Unreachable, format!("no route to {}", dest.ip()))
-                })?;
-                self.sources.insert(dest.ip(), ip);
-                ip
-            }
-        };
-        let bytes: Arc<[u8]> = sip::build_options(&sip::OptionsRequest {
+            .map_err(|e| io_verdict("cannot open a UDP socket", &e))?;
+        let bytes = sip::build_options(&sip::OptionsRequest {
             transport: Transport::Udp,
             host: req.uri_host,
             port: dest.port(),
-            local: SocketAddr::new(src, port),
+            local,
             from_domain: req.from_domain,
             user_agent: req.user_agent,
             ids: &req.ids,
         })
-        .map_err(|e| Verdict::bad(BadReason::Error, e.to_string()))?
-        .into();
-        self.send(&sock, &bytes, dest).await?;
-        let now = Instant::now();
-        let deadline = now + req.timeout;
-        if now + T1 < deadline {
-            self.schedule(now + T1, Timer::Retransmit(req.id));
-        }
-        self.schedule(deadline, Timer::Deadline(req.id));
-        self.by_branch.insert(req.ids.branch.clone(), req.id);
-        self.by_dest.insert(dest, req.id);
-        self.probes.insert(
-            req.id,
-            UdpProbe {
-                key: req.key,
-                ids: req.ids,
-                bytes,
-                dest,
-                sent: now,
-                rto: T1,
-                deadline,
-                timeout: req.timeout,
-                provisional: false,
-            },
-        );
+        .map_err(|e| Verdict::bad(BadReason::Error, e.to_string()))?;
+        // A fresh socket's send buffer is empty: this does not block.
+        send_now(&sock, &bytes).map_err(|e| io_verdict("send", &e))?;
+        let (key, id, metrics) = (req.key, req.id, self.metrics.clone());
+        let sent = Instant::now();
+        self.running.push(Box::pin(async move {
+            let outcome = transaction(sock, bytes, req.ids, sent, req.timeout, &metrics).await;
+            (key, id, outcome)
+        }));
         Ok(())
     }
 
-    /// Forgets the probe in flight to a target that is gone (no verdict will come).
-    pub(crate) fn cancel(&mut self, key: &TargetKey) {
-        let dest = SocketAddr::new(key.ip, key.port);
-        if let Some(id) = self.by_dest.get(&dest).copied() {
-            self.remove(id);
-        }
-    }
-
-    /// Drops cached routes once they outnumber the targets well (targets come and go).
-    pub(crate) fn trim_routes(&mut self, targets: usize) {
-        if self.sources.len() > 2 * targets + 16 {
-            self.sources.clear();
-        }
-    }
-
     /// Waits for the next verdict: a matching final reply, an ICMP error or a timeout.
-    /// Retransmits while it waits. Cancel-safe: a verdict reached is kept for the next
-    /// call.
+    /// Pending forever while no transaction is open. Cancel-safe.
     pub(crate) async fn next(&mut self, th: &Thresholds) -> Done {
-        loop {
-            if let Some(d) = self.done.pop_front() {
-                return d;
-            }
-            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-            let (s4, s6) = (self.udp4.clone(), self.udp6.clone());
-            tokio::select! {
-                r = recv_opt(s4.as_ref(), &mut self.buf4) => self.on_datagram(s4.as_ref(), r, false, th),
-                r = recv_opt(s6.as_ref(), &mut self.buf6) => self.on_datagram(s6.as_ref(), r, true, th),
-                () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
-                    self.fire_timers().await;
-                }
-            }
+        let Some((key, id, outcome)) = self.running.next().await else {
+            return std::future::pending().await;
+        };
+        let v = match outcome {
+            Outcome::Reply {
+                code,
+                rtt,
+                retry_after,
+            } => Verdict::from_reply(th, code, rtt, retry_after),
+            Outcome::Failed(v) => v,
+        };
+        (key, id, v)
+    }
+}
+
+/// A UDP socket connected to `dest` (the kernel picks the source address by route and a
+/// random ephemeral port), registered with the runtime.
+fn connect(dest: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if dest.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sock = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+    // No bind: connect() binds to a random ephemeral port and the route's source address.
+    sock.connect(&dest.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// Sends one datagram now, straight to the kernel: the runtime's readiness cache would
+/// refuse a send on a socket registered a moment ago. `WouldBlock` if the buffer is full.
+fn send_now(sock: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send(bytes)
+}
+
+fn io_verdict(stage: &str, e: &io::Error) -> Verdict {
+    use io::ErrorKind as K;
+    match e.kind() {
+        // ICMP errors reported on the connected socket (port, host or net unreachable).
+        K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable => {
+            Verdict::bad(BadReason::Unreachable, format!("ICMP unreachable ({e})"))
         }
+        _ => Verdict::bad(BadReason::Error, format!("{stage}: {e}")),
     }
+}
 
-    fn socket(&mut self, v6: bool) -> Result<Arc<UdpSocket>, Verdict> {
-        let slot = if v6 { &mut self.udp6 } else { &mut self.udp4 };
-        if let Some(s) = slot {
-            return Ok(s.clone());
-        }
-        let s = transport::bind_udp(v6)
-            .map(Arc::new)
-            .map_err(|e| Verdict::bad(BadReason::Error, format!("cannot open UDP socket: {e}")))?;
-        *slot = Some(s.clone());
-        Ok(s)
-    }
-
-    fn schedule(&mut self, at: Instant, t: Timer) {
-        self.timer_seq += 1;
-        self.timers.push(Reverse((at, self.timer_seq, t)));
-    }
-
-    fn remove(&mut self, id: u64) -> Option<UdpProbe> {
-        let p = self.probes.remove(&id)?;
-        self.by_branch.remove(&p.ids.branch);
-        if self.by_dest.get(&p.dest) == Some(&id) {
-            self.by_dest.remove(&p.dest);
-        }
-        Some(p)
-    }
-
-    /// Sends on a shared socket. An ICMP error reported on this send belongs to an
-    /// earlier datagram: it is handed to its probe and the send is tried once more.
-    async fn send(
-        &mut self,
-        sock: &Arc<UdpSocket>,
-        bytes: &[u8],
-        dest: SocketAddr,
-    ) -> Result<(), Verdict> {
-        for attempt in 0..2 {
-            match sock.send_to(bytes, dest).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt == 0 => {
-                    self.on_icmp(sock);
-                }
-                Err(e) => {
-                    let v = Verdict::bad(
-                        match e.kind() {
-                            std::io::ErrorKind::HostUnreachable
-                            | std::io::ErrorKind::NetworkUnreachable => BadReason::Unreachable,
-                            _ => BadReason::Error,
-                        },
-                        format!("send: {e}"),
-                    );
-                    return Err(v);
-                }
-            }
-        }
-        Err(Verdict::bad(
-            BadReason::Error,
-            "send failed twice".to_owned(),
-        ))
-    }
-
-    async fn fire_timers(&mut self) {
-        let now = Instant::now();
-        for _ in 0..TIMER_BATCH {
-            match self.timers.peek() {
-                Some(Reverse((at, _, _))) if *at <= now => {}
-                _ => break,
-            }
-            let Some(Reverse((_, _, timer))) = self.timers.pop() else {
-                break;
-            };
-            match timer {
-                Timer::Retransmit(id) => self.retransmit(id).await,
-                Timer::Deadline(id) => {
-                    if let Some(p) = self.remove(id) {
-                        let what = if p.provisional {
-                            "no final reply"
-                        } else {
-                            "no reply"
-                        };
-                        let v = Verdict::bad(
-                            BadReason::Timeout,
-                            format!("{what} within {:?}", p.timeout),
-                        );
-                        self.done.push_back((p.key, id, v));
+/// One transaction, from the first send (done by the caller at `sent`) to its outcome.
+async fn transaction(
+    sock: UdpSocket,
+    bytes: Vec<u8>,
+    ids: ProbeIds,
+    sent: Instant,
+    timeout: Duration,
+    metrics: &Metrics,
+) -> Outcome {
+    let deadline = sent + timeout;
+    let mut rto = T1;
+    let first_retransmit = Some(sent + T1).filter(|t| *t < deadline);
+    let mut provisional = false;
+    // The next retransmission (Timer E) if it comes before the deadline, else the deadline.
+    let sleep = tokio::time::sleep_until(first_retransmit.unwrap_or(deadline));
+    tokio::pin!(sleep);
+    // Bounded: every pass either reads a datagram, retransmits (at most
+    // log2(timeout / T1) + timeout / T2 times) or ends at the deadline.
+    loop {
+        tokio::select! {
+            r = sock.ready(Interest::READABLE | Interest::ERROR) => {
+                let ready = match r {
+                    Ok(ready) => ready,
+                    Err(e) => return Outcome::Failed(io_verdict("receive", &e)),
+                };
+                if ready.is_error() {
+                    // An ICMP error for this socket's 4-tuple (EPOLLERR without EPOLLIN).
+                    match sock.take_error() {
+                        Ok(Some(e)) | Err(e) => {
+                            return Outcome::Failed(io_verdict("receive", &e));
+                        }
+                        Ok(None) => {
+                            // Spurious: clear the readiness so the next wait blocks.
+                            let _ = sock.try_io(Interest::ERROR, || {
+                                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                            });
+                        }
                     }
                 }
+                // Allocated per datagram, not per transaction: thousands may be open.
+                let mut buf = Vec::with_capacity(sip::MAX_MESSAGE);
+                match sock.try_recv_buf(&mut buf) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Outcome::Failed(io_verdict("receive", &e)),
+                }
+                match judge(&buf, &ids, metrics) {
+                    Some(Heard::Final { code, retry_after }) => {
+                        return Outcome::Reply { code, rtt: sent.elapsed(), retry_after };
+                    }
+                    Some(Heard::Provisional) => {
+                        // §17.1.2.2: a provisional reply moves the transaction to
+                        // Proceeding; no more retransmissions.
+                        provisional = true;
+                        sleep.as_mut().reset(deadline);
+                    }
+                    None => {}
+                }
+            }
+            () = &mut sleep => {
+                let now = Instant::now();
+                if now >= deadline {
+                    let what = if provisional { "no final reply" } else { "no reply" };
+                    return Outcome::Failed(Verdict::bad(
+                        BadReason::Timeout,
+                        format!("{what} within {timeout:?}"),
+                    ));
+                }
+                // Timer E doubles up to T2 (RFC 3261 §17.1.2.2).
+                rto = (rto * 2).min(T2);
+                let next = Some(now + rto).filter(|t| *t < deadline);
+                sleep.as_mut().reset(next.unwrap_or(deadline));
+                match send_now(&sock, &bytes) {
+                    // A full send buffer loses this retransmission as the network might.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Outcome::Failed(io_verdict("send", &e)),
+                }
             }
         }
     }
+}
 
-    async fn retransmit(&mut self, id: u64) {
-        let Some(p) = self.probes.get_mut(&id) else {
-            return;
-        };
-        if p.provisional {
-            return;
+/// What a datagram on a transaction's socket says.
+enum Heard {
+    Provisional,
+    Final {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Parses and matches a datagram; anything that is not a reply to this request is counted
+/// and ignored (`None`).
+fn judge(msg: &[u8], ids: &ProbeIds, metrics: &Metrics) -> Option<Heard> {
+    let unmatched = |label: &str| {
+        metrics.probe_unmatched.with_label_values(&[label]).inc();
+    };
+    let reply = match sip::parse_reply(msg) {
+        Ok(r) => r,
+        Err(e) => {
+            // CRLF keep-alives (RFC 5626 §4.4.1) are not worth counting.
+            if !msg.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                tracing::debug!(error = %e, msg = %sip::excerpt(msg), "unparsable message on a probe socket");
+                unmatched(e.label());
+            }
+            return None;
         }
-        // Timer E doubles up to T2 (RFC 3261 §17.1.2.2).
-        p.rto = (p.rto * 2).min(T2);
-        let (bytes, dest, next, deadline) = (p.bytes.clone(), p.dest, p.rto, p.deadline);
-        let now = Instant::now();
-        if now + next < deadline {
-            self.schedule(now + next, Timer::Retransmit(id));
-        }
-        let Ok(sock) = self.socket(dest.is_ipv6()) else {
-            return;
-        };
-        if let Err(v) = self.send(&sock, &bytes, dest).await
-            && let Some(p) = self.remove(id)
-        {
-            self.done.push_back((p.key, id, v));
-        }
+    };
+    if reply.branch != ids.branch {
+        unmatched("no_probe");
+        return None;
     }
-
-    fn on_icmp(&mut self, sock: &Arc<UdpSocket>) {
-        for dest in transport::drain_icmp_errors(sock) {
-            let Some(id) = self.by_dest.get(&dest).copied() else {
-                continue;
-            };
-            if let Some(p) = self.remove(id) {
-                self.done.push_back((
-                    p.key,
-                    id,
-                    Verdict::bad(BadReason::Unreachable, "ICMP unreachable".to_owned()),
-                ));
-            }
-        }
+    if !reply.matches(ids) {
+        unmatched("mismatch");
+        return None;
     }
+    if reply.is_provisional() {
+        return Some(Heard::Provisional);
+    }
+    Some(Heard::Final {
+        code: reply.code,
+        retry_after: reply.retry_after,
+    })
+}
 
-    fn on_datagram(
-        &mut self,
-        sock: Option<&Arc<UdpSocket>>,
-        r: std::io::Result<(usize, SocketAddr)>,
-        v6: bool,
-        th: &Thresholds,
-    ) {
-        let n = match r {
-            Ok((n, _from)) => n,
-            Err(e) => {
-                if let Some(s) = sock {
-                    self.on_icmp(s);
-                }
-                if e.kind() != std::io::ErrorKind::ConnectionRefused {
-                    tracing::debug!(error = %e, "probe socket receive error");
-                }
-                return;
-            }
+/// The soft open-files limit (`RLIMIT_NOFILE`), if it can be read.
+fn soft_nofile() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
-        let buf = if v6 { &self.buf6 } else { &self.buf4 };
-        let Some(msg) = buf.get(..n) else {
-            return;
-        };
-        let unmatched = |label: &str| {
-            self.metrics
-                .probe_unmatched
-                .with_label_values(&[label])
-                .inc();
-        };
-        let reply = match sip::parse_reply(msg) {
-            Ok(r) => r,
-            Err(e) => {
-                // CRLF keep-alives (RFC 5626 §4.4.1) are not worth counting.
-                if !msg.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-                    tracing::debug!(error = %e, msg = %sip::excerpt(msg), "unparsable message on the probe socket");
-                    unmatched(e.label());
-                }
-                return;
-            }
-        };
-        let Some(id) = self.by_branch.get(&reply.branch).copied() else {
-            unmatched("no_probe");
-            return;
-        };
-        let Some(p) = self.probes.get_mut(&id) else {
-            unmatched("no_probe");
-            return;
-        };
-        if !reply.matches(&p.ids) {
-            unmatched("mismatch");
-            return;
-        }
-        if reply.is_provisional() {
-            // §17.1.2.2: a provisional reply moves the transaction to Proceeding.
-            p.provisional = true;
-            return;
-        }
-        let rtt = p.sent.elapsed();
-        if let Some(p) = self.remove(id) {
-            let v = Verdict::from_reply(th, reply.code, rtt, reply.retry_after);
-            self.done.push_back((p.key, id, v));
-        }
+        // SAFETY: getrlimit writes one rlimit into the live local and reads nothing else.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+        (rc == 0).then_some(lim.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// A quarter of the open-files limit, within [`MIN_IN_FLIGHT`, `MAX_IN_FLIGHT`]: the rest
+/// stays for the DNS listeners, upstream sockets, TCP/TLS probes, the API and reloads.
+fn capacity_for(soft_nofile: Option<u64>) -> usize {
+    soft_nofile
+        .map_or(MAX_IN_FLIGHT, |n| {
+            usize::try_from(n / 4).unwrap_or(MAX_IN_FLIGHT)
+        })
+        .clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capacity_for;
+
+    #[test]
+    fn capacity_follows_the_open_files_limit() {
+        assert_eq!(capacity_for(Some(1024)), 256);
+        assert_eq!(capacity_for(Some(20)), 16);
+        assert_eq!(capacity_for(Some(1 << 20)), 4096);
+        assert_eq!(capacity_for(None), 4096);
     }
 }
