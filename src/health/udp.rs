@@ -198,6 +198,13 @@ fn io_verdict(stage: &str, e: &io::Error) -> Verdict {
     }
 }
 
+thread_local! {
+    /// One receive buffer per thread, not per transaction (thousands may be open): a
+    /// thread polls one transaction at a time, and a datagram is judged before the next
+    /// is read.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; sip::MAX_MESSAGE]);
+}
+
 /// One transaction, from the first send (done by the caller at `sent`) to its outcome.
 async fn transaction(
     sock: UdpSocket,
@@ -237,14 +244,15 @@ async fn transaction(
                         }
                     }
                 }
-                // Allocated per datagram, not per transaction: thousands may be open.
-                let mut buf = Vec::with_capacity(sip::MAX_MESSAGE);
-                match sock.try_recv_buf(&mut buf) {
-                    Ok(_) => {}
+                let heard = RECV_BUF.with_borrow_mut(|buf| {
+                    sock.try_recv(buf).map(|n| judge(buf.get(..n).unwrap_or_default(), &ids, metrics))
+                });
+                let heard = match heard {
+                    Ok(heard) => heard,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Outcome::Failed(io_verdict("receive", &e)),
-                }
-                match judge(&buf, &ids, metrics) {
+                };
+                match heard {
                     Some(Heard::Final { code, retry_after }) => {
                         return Outcome::Reply { code, rtt: sent.elapsed(), retry_after };
                     }
