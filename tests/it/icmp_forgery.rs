@@ -90,6 +90,8 @@ fn slow_sipp(dir: &Path, port: u16) -> Peer {
 struct Observer {
     port: u16,
     seen: Arc<Mutex<Vec<u16>>>,
+    /// Probes whose Via did not name the address they came from.
+    bad_via: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,15 +101,27 @@ impl Observer {
         let port = sock.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
+        let bad_via = Arc::new(AtomicU64::new(0));
+        let (bad, bad_via) = (bad_via.clone(), bad_via);
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 65_535];
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                // The Via names the socket the probe came from (RFC 3261 §18.1.1).
+                let via = format!("\r\nVia: SIP/2.0/UDP {from};branch=");
+                if !String::from_utf8_lossy(&buf[..n]).contains(&via) {
+                    bad_via.fetch_add(1, Ordering::Relaxed);
+                }
                 s.lock().unwrap().push(from.port());
                 let reply = reply_200(&buf[..n]);
                 let _ = sock.send_to(&reply, from).await;
             }
         });
-        Self { port, seen, task }
+        Self {
+            port,
+            seen,
+            bad_via: bad,
+            task,
+        }
     }
 
     /// Distinct source ports seen so far, at most the last 64.
@@ -350,6 +364,11 @@ async fn forged_icmp_does_not_mark_a_slow_healthy_uas_down() {
         observed.len() * 2 >= probes_seen.min(64),
         "{probes_seen} probes from only {} ports: {observed:?}",
         observed.len()
+    );
+    assert_eq!(
+        observer.bad_via.load(Ordering::Relaxed),
+        0,
+        "a Via named another socket"
     );
     // And the slow target kept being probed, and answered, all along.
     let good = r.good(Transport::Udp) - good_before;

@@ -186,8 +186,8 @@ pub fn build_options(req: &OptionsRequest<'_>) -> Result<Vec<u8>, CodecError> {
     let mut headers = Headers::default();
     let mut push = |name: &str, value: String| headers.push(make_header(name, value));
     // §8.1.1.7: the branch identifies the transaction; `rport` (RFC 3581) asks the server
-    // to answer to the address and port the request came from, so one shared socket works
-    // behind any NAT.
+    // to answer to the address and port the request came from, so the probe's socket gets
+    // the answer behind any NAT.
     push(
         "Via",
         format!(
