@@ -13,76 +13,28 @@ use tokio::{
 
 use crate::{
     api::{self, AdminError, ApiState, ApiToken, TargetControl},
-    config::{Config, ConfigError, FileError},
+    config::Config,
     dns::{
         handler::Handler,
         server::{self, Limits},
     },
-    health::{AdminState, HealthHandle, Lookup, ProbeError, ProberHandle},
+    health::{
+        AdminState, HealthHandle, Lookup, ProbeError, ProberHandle, admin::Drain,
+        observer::AdminCause,
+    },
     metrics::Metrics,
     record::{Answer, DomainName, RType},
     reload::Reloader,
-    resolve::{Data, Resolver},
+    resolve::Resolver,
     shutdown::CancellationToken,
+    state::{self, Data},
     target::TargetKey,
     upstream::Forwarder,
-    zones::{self, ZoneStore},
+    zones::ZoneStore,
 };
 
 /// How often the config file and `zones/` are checked for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
-
-/// Loads config and zones, or every error found in them.
-pub fn load(path: &Path) -> anyhow::Result<(Config, ZoneStore)> {
-    load_reusing(path, None)
-}
-
-/// [`load`] for a reload: zone files unchanged since `previous` was read are not parsed
-/// again.
-pub fn load_reusing(
-    path: &Path,
-    previous: Option<&ZoneStore>,
-) -> anyhow::Result<(Config, ZoneStore)> {
-    let text = read_config(path)?;
-    load_text_reusing(path, &text, None, previous)
-}
-
-/// Reads the config file.
-pub fn read_config(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        anyhow::Error::new(ConfigError::from(FileError::whole(
-            path,
-            format!("cannot read config: {e}"),
-        )))
-    })
-}
-
-/// [`load_reusing`] with the config text already read; `previous_config` is the text and
-/// config in force, whose parse is reused if the text is the same.
-pub fn load_text_reusing(
-    path: &Path,
-    text: &str,
-    previous_config: Option<(&str, &Config)>,
-    previous: Option<&ZoneStore>,
-) -> anyhow::Result<(Config, ZoneStore)> {
-    let config =
-        Config::from_text_reusing(path, text, previous_config).map_err(anyhow::Error::new)?;
-    let zones = zones::load_dir_reusing(&config.zones.dir, &config.zones.modes, previous)
-        .map_err(anyhow::Error::new)?;
-    Ok((config, zones))
-}
-
-/// `sipdns check`: loads the config and every zone; returns a one-line summary.
-pub fn check(path: &Path) -> anyhow::Result<String> {
-    let (config, zones) = load(path)?;
-    Ok(format!(
-        "{}: ok — {} zones, {} static records, {} SIP domains",
-        path.display(),
-        zones.len(),
-        zones.record_count(),
-        config.sip.domains.len()
-    ))
-}
 
 /// A running server.
 pub struct Server {
@@ -120,9 +72,14 @@ impl Server {
         );
         // Created first: the prober writes it, the resolver reads it.
         let health = HealthHandle::new();
+        // Client connections get only what the open-files limit can spare.
+        let budget = crate::descriptors::Budget::for_process(
+            config.api.max_connections,
+            config.dns.tcp_max_connections,
+        );
         let limits = Limits {
             max_inflight: config.dns.max_inflight,
-            tcp_max_connections: config.dns.tcp_max_connections,
+            tcp_max_connections: budget.tcp_dns,
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
@@ -131,8 +88,9 @@ impl Server {
             .udp_loops(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
-        // Read at start only: a change of `api:` takes a restart.
+        // Read at start only: a change of `api:` or `events:` takes a restart.
         let api_config = config.api.clone();
+        let events = crate::events::Events::start(&config.events, metrics.clone());
         let resolver = Arc::new(Resolver::new(
             Data {
                 config: Arc::new(config),
@@ -153,6 +111,11 @@ impl Server {
             shutdown.clone(),
         )
         .context("starting the SIP prober")?;
+        let history = Arc::new(crate::health::history::History::default());
+        prober.observe(history.clone());
+        if events.is_active() {
+            prober.observe(events.clone());
+        }
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
         // The real bound on upstream waits is in the resolver; this one is a safety net.
         let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));
@@ -198,11 +161,28 @@ impl Server {
             resolver.clone(),
             metrics.clone(),
         ));
+        // What follows a reload or a zone edit, once the new state is in force.
         {
+            let forwarder = resolver.forwarder().clone();
+            let mut applied = resolver.data().config.clone();
+            tasks.spawn(reloader.follow(shutdown.clone(), move |data: &Data| {
+                // A zone edit keeps the config (the same `Arc`): the upstream pools stay.
+                if Arc::ptr_eq(&applied, &data.config) {
+                    return;
+                }
+                applied = data.config.clone();
+                // Checked before the swap; only a resolv.conf changed since can fail here.
+                if let Err(e) = forwarder.reconfigure(&data.config.upstream) {
+                    tracing::error!(error = %e, "upstream settings not applied; keeping the old ones");
+                }
+            }));
             let prober = prober.clone();
-            reloader.on_reload(Box::new(move |data: &Data| {
+            tasks.spawn(reloader.follow(shutdown.clone(), move |data: &Data| {
                 prober.reconfigure(&data.config.sip)
             }));
+        }
+        if events.is_active() {
+            reloader.on_result(Box::new(move |r| events.reload(r)));
         }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
         let mut api_addr = None;
@@ -220,7 +200,13 @@ impl Server {
                 ApiToken::from_config(&api_config),
             )
             .with_targets(Arc::new(ProberTargets(prober.clone())))
-            .with_readiness(prober.ready());
+            .with_readiness(prober.ready())
+            .with_limits(api::ApiLimits {
+                max_connections: budget.api,
+                request_timeout: api_config.request_timeout,
+            })
+            .with_history(history)
+            .with_ui(api_config.ui);
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
         Ok(Self {
@@ -297,10 +283,22 @@ impl TargetControl for ProberTargets {
     }
 
     fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), AdminError> {
-        self.0.set_admin(key, state).map_err(|e| match e {
-            ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
-            other => AdminError::Failed(other.to_string()),
-        })
+        self.0
+            .set_admin(key, state)
+            .map_err(|e| admin_error(key, e))
+    }
+
+    fn drain(&self, key: &TargetKey, drain: Drain) -> Result<(), AdminError> {
+        self.0
+            .set_admin_with(key, AdminState::Drained, Some(drain), AdminCause::Api)
+            .map_err(|e| admin_error(key, e))
+    }
+}
+
+fn admin_error(key: &TargetKey, e: ProbeError) -> AdminError {
+    match e {
+        ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
+        other => AdminError::Failed(other.to_string()),
     }
 }
 
@@ -357,9 +355,29 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// `sipdns check`: [`state::check`], then what start-up would do with the admin state file
+/// (a bad one does not stop a start: it is moved aside, see
+/// [`crate::health::admin::AdminTable::load_at_start`]).
+pub fn check(path: &Path) -> anyhow::Result<String> {
+    let summary = state::check(path)?;
+    // The config is valid (state::check loaded it); read again for its state_file only.
+    let config = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| Config::from_text(path, &text).ok());
+    let admin = config
+        .and_then(|c| c.state_file)
+        .map(|p| crate::health::admin::AdminTable::check(&p));
+    Ok(match admin {
+        Some(line) => format!("{summary}\n{line}"),
+        None => summary,
+    })
+}
+
 /// `sipdns run`: runs until SIGTERM/SIGINT.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
-    let (config, zones) = load(path).with_context(|| format!("loading {}", path.display()))?;
+    crate::descriptors::raise_soft_limit();
+    let (config, zones) =
+        state::load(path).with_context(|| format!("loading {}", path.display()))?;
     // What parsing left behind (the zone texts and documents) goes back to the system.
     crate::memory::release_freed();
     let shutdown = CancellationToken::new();

@@ -1,6 +1,6 @@
 //! The route table and the handlers. A handler extracts, calls one domain method and
-//! serializes (ARCHITECTURE.md, "Invariants"); the domain work lives in [`super::edit`], the reloader, the
-//! resolver and the prober.
+//! serializes (ARCHITECTURE.md, "Invariants"); the domain work lives in `zones::edit`
+//! (run by the reloader), the reloader, the resolver and the prober.
 //!
 //! [`table`] is the single list of routes: the router is built from it, and the OpenAPI
 //! document is checked against it.
@@ -16,22 +16,20 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodFilter, MethodRouter, on},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{
-    AdminError, ApiState, auth,
-    edit::{self, Change, ETag, Edited, IfMatch, Problem},
-    error::ApiError,
-    openapi,
-};
+use super::{AdminError, ApiState, auth, error::ApiError, openapi};
 use crate::{
-    config::AllDown,
-    health::AdminState,
-    policy::Decision,
-    record::{Answer, DomainName, RType, Rec, Source},
+    health::{AdminState, admin::Drain},
+    policy::Explanation,
+    record::{DomainName, RType},
+    reload::ReloadError,
     target::TargetKey,
-    zones::schema::{RecordDoc, ZoneDoc},
+    zones::{
+        edit::{self, Change, ETag, Edited, IfMatch, Problem},
+        schema::{RecordDoc, ZoneDoc},
+    },
 };
 
 /// Who may call a route.
@@ -80,6 +78,7 @@ fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
         r!(GET "/readyz", Open, readyz),
         r!(GET "/metrics", Open, metrics),
         r!(GET "/api/v1/openapi.json", Token, openapi_doc),
+        r!(GET "/api/v1/status", Token, status),
         r!(GET "/api/v1/zones", Token, list_zones),
         r!(POST "/api/v1/zones", Token, create_zone),
         r!(GET "/api/v1/zones/{zone}", Token, get_zone),
@@ -92,6 +91,10 @@ fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
         r!(POST "/api/v1/targets/{addr}/{transport}/enable", Token, enable_target),
         r!(GET "/api/v1/explain", Token, explain),
         r!(POST "/api/v1/reload", Token, reload),
+        r!(GET "/", Open, super::ui::page),
+        r!(GET "/ui/app.js", Open, super::ui::script),
+        r!(GET "/ui/app.css", Open, super::ui::style),
+        r!(GET "/api/v1/ui/dashboard", Token, super::ui::dashboard),
     ]
 }
 
@@ -109,7 +112,21 @@ pub fn router(state: ApiState) -> Router {
         // Routes on one path with different methods merge into one method router.
         app = app.route(spec.path, handler);
     }
-    app.fallback(no_route).with_state(state)
+    app.fallback(no_route)
+        .layer(middleware::from_fn(log_writes))
+        .with_state(state)
+}
+
+/// One log line per API write (any method but GET / HEAD), with stable field names.
+async fn log_writes(req: axum::extract::Request, next: middleware::Next) -> Response {
+    let method = req.method().clone();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    tracing::info!(event = "api_write", method = %method, path, status = resp.status().as_u16(), "API write");
+    resp
 }
 
 async fn no_route() -> ApiError {
@@ -123,13 +140,19 @@ async fn livez() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let r = s.readiness();
+    let r = s.ready_code();
     let status = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(r)).into_response()
+}
+
+/// The readiness detail with the last reload error: token only.
+async fn status(State(s): State<ApiState>) -> Response {
+    let r = s.readiness();
+    (StatusCode::OK, Json(r)).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -151,7 +174,7 @@ async fn openapi_doc() -> Response {
 }
 
 async fn list_zones(State(s): State<ApiState>) -> Json<Vec<edit::ZoneSummary>> {
-    Json(edit::list(&s.resolver.data()))
+    Json(edit::list(&s.resolver.data().zones))
 }
 
 async fn get_zone(
@@ -159,7 +182,7 @@ async fn get_zone(
     Path(zone): Path<String>,
 ) -> Result<Response, ApiError> {
     let origin = zone_name(&zone)?;
-    let (doc, etag) = edit::get(&s.resolver.data(), &origin)?;
+    let (doc, etag) = edit::get(&s.resolver.data().zones, &origin)?;
     Ok(zone_response(StatusCode::OK, Some((doc, etag))))
 }
 
@@ -238,7 +261,7 @@ async fn run_edit(
 ) -> Result<Edited, ApiError> {
     let if_match = if_match(headers)?;
     let reloader = s.reloader.clone();
-    tokio::task::spawn_blocking(move || edit::apply(&reloader, &origin, &if_match, change))
+    tokio::task::spawn_blocking(move || reloader.edit_zone(&origin, &if_match, change))
         .await
         .map_err(|e| ApiError::Internal(format!("the edit task failed: {e}")))?
         .map_err(ApiError::from)
@@ -319,11 +342,101 @@ async fn list_targets(State(s): State<ApiState>) -> Result<Json<serde_json::Valu
     Ok(Json(targets(&s)?.list()))
 }
 
+/// The optional body of a drain: `{"duration": "30m", "note": "...", "by": "..."}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainRequest {
+    /// How long (humantime: `30m`, `2h`, `1d`); none: until enabled.
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// The longest timed drain (a longer one is a plain drain, not a maintenance window).
+const MAX_DRAIN: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+impl DrainRequest {
+    fn into_drain(self) -> Result<Drain, ApiError> {
+        let invalid =
+            |field: &str, reason: String| ApiError::Invalid(vec![Problem::at(field, reason)]);
+        let text =
+            |field: &str, v: Option<String>, max: usize| -> Result<Option<String>, ApiError> {
+                match v.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+                    Some(t) if t.chars().count() > max => {
+                        Err(invalid(field, format!("longer than {max} characters")))
+                    }
+                    Some(t) if t.chars().any(char::is_control) => Err(invalid(
+                        field,
+                        "control characters are not allowed".to_owned(),
+                    )),
+                    other => Ok(other),
+                }
+            };
+        let note = text("note", self.note, 500)?;
+        let by = text("by", self.by, 100)?;
+        let Some(d) = self.duration else {
+            return Ok(Drain {
+                until: None,
+                note,
+                by,
+            });
+        };
+        let duration = humantime::parse_duration(d.trim()).map_err(|e| {
+            invalid(
+                "duration",
+                format!("{d:?} is not a duration ({e}); write e.g. 30m, 2h"),
+            )
+        })?;
+        if duration.is_zero() || duration > MAX_DRAIN {
+            return Err(invalid(
+                "duration",
+                format!("{d:?} is out of range (more than 0, at most 366 days)"),
+            ));
+        }
+        Ok(Drain::for_duration(duration, note, by))
+    }
+}
+
 async fn drain_target(
     State(s): State<ApiState>,
     Path((addr, transport)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    set_admin(&s, &addr, &transport, AdminState::Drained).await
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return set_admin(&s, &addr, &transport, AdminState::Drained).await;
+    }
+    let drain = json_body::<DrainRequest>(&headers, &body)?.into_drain()?;
+    let key = target_key(&addr, &transport)?;
+    let control = targets(&s)?;
+    let d = drain.clone();
+    tokio::task::spawn_blocking(move || control.drain(&key, d))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the admin task failed: {e}")))?
+        .map_err(admin_error)?;
+    let mut out = json!({ "target": key.to_string(), "admin": AdminState::Drained });
+    if let (Some(map), Ok(serde_json::Value::Object(details))) =
+        (out.as_object_mut(), serde_json::to_value(&drain))
+    {
+        map.extend(details.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    Ok(Json(out))
+}
+
+fn target_key(addr: &str, transport: &str) -> Result<TargetKey, ApiError> {
+    format!("{addr}/{transport}")
+        .parse()
+        .map_err(|e: String| ApiError::BadRequest(Problem::at("target", e)))
+}
+
+fn admin_error(e: AdminError) -> ApiError {
+    match e {
+        AdminError::UnknownTarget(t) => ApiError::NotFound(format!("unknown target {t}")),
+        AdminError::Failed(r) => ApiError::Internal(r),
+    }
 }
 
 async fn enable_target(
@@ -345,64 +458,21 @@ async fn set_admin(
     transport: &str,
     state: AdminState,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let key: TargetKey = format!("{addr}/{transport}")
-        .parse()
-        .map_err(|e: String| ApiError::BadRequest(Problem::at("target", e)))?;
+    let key = target_key(addr, transport)?;
     let control = targets(s)?;
     tokio::task::spawn_blocking(move || control.set_admin(&key, state))
         .await
         .map_err(|e| ApiError::Internal(format!("the admin task failed: {e}")))?
-        .map_err(|e| match e {
-            AdminError::UnknownTarget(t) => ApiError::NotFound(format!("unknown target {t}")),
-            AdminError::Failed(r) => ApiError::Internal(r),
-        })?;
+        .map_err(admin_error)?;
     Ok(Json(json!({ "target": key.to_string(), "admin": state })))
 }
 
 // ---- explain ----
 
-/// What a phone gets for (name, type) now, and why.
-#[derive(Serialize)]
-struct ExplainView {
-    name: DomainName,
-    #[serde(rename = "type")]
-    qtype: String,
-    domain: Option<DomainName>,
-    all_down: Option<AllDown>,
-    before: AnswerView,
-    after: AnswerView,
-    decisions: Vec<Decision>,
-}
-
-/// An answer, records in presentation form.
-#[derive(Serialize)]
-struct AnswerView {
-    rcode: &'static str,
-    authoritative: bool,
-    source: Source,
-    answer: Vec<String>,
-    authority: Vec<String>,
-    additional: Vec<String>,
-}
-
-impl From<Answer> for AnswerView {
-    fn from(a: Answer) -> Self {
-        let text = |v: Vec<Rec>| v.iter().map(ToString::to_string).collect();
-        Self {
-            rcode: a.rcode.metric_label(),
-            authoritative: a.authoritative,
-            source: a.source,
-            answer: text(a.answers),
-            authority: text(a.authority),
-            additional: text(a.additional),
-        }
-    }
-}
-
 async fn explain(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<ExplainView>, ApiError> {
+) -> Result<Json<Explanation>, ApiError> {
     let name = q
         .get("name")
         .ok_or_else(|| ApiError::BadRequest(Problem::at("name", "give ?name=<domain name>")))?;
@@ -412,16 +482,7 @@ async fn explain(
         .get("type")
         .map_or(Ok(RType::A), |t| t.parse())
         .map_err(|e: String| ApiError::BadRequest(Problem::at("type", e)))?;
-    let e = s.resolver.explain(&name, qtype).await;
-    Ok(Json(ExplainView {
-        name,
-        qtype: qtype.to_string(),
-        domain: e.domain,
-        all_down: e.all_down,
-        before: e.before.into(),
-        after: e.after.into(),
-        decisions: e.decisions,
-    }))
+    Ok(Json(s.resolver.explain(&name, qtype).await))
 }
 
 // ---- reload ----
@@ -430,7 +491,7 @@ async fn reload(State(s): State<ApiState>) -> Response {
     let reloader = s.reloader.clone();
     let result = tokio::task::spawn_blocking(move || reloader.reload())
         .await
-        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        .unwrap_or_else(|e| Err(ReloadError::Task(e.to_string())));
     let status = s.reloader.status();
     match result {
         Ok(()) => (
@@ -441,16 +502,15 @@ async fn reload(State(s): State<ApiState>) -> Response {
         Err(e) => {
             // A config or zone problem is the operator's to fix (422); a failed lock or
             // task is ours (500). Either way the running config stays.
-            let internal =
-                e.starts_with("reload lock poisoned") || e.starts_with("the reload task");
-            let (code, label) = if internal {
+            let (code, label) = if e.is_internal() {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             } else {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
             };
+            let reason = e.to_string();
             (
                 code,
-                Json(json!({ "error": label, "reason": e, "reloaded": false, "status": status })),
+                Json(json!({ "error": label, "reason": reason, "reloaded": false, "status": status })),
             )
                 .into_response()
         }

@@ -2,8 +2,8 @@
 //! lock-free.
 //!
 //! The prober owns the table and publishes an immutable [`HealthSnapshot`] through the
-//! [`HealthHandle`] (an `ArcSwap`) after every change, so a DNS query reads health with one atomic load and never
-//! waits for the prober. Each snapshot carries a generation number that increases on every
+//! [`HealthHandle`] (an `ArcSwap`) after every change, so a DNS query reads health with
+//! one atomic load and never waits for the prober. Each snapshot carries a generation number that increases on every
 //! change, so answer caches can tell when health moved.
 //!
 //! # Layout
@@ -12,7 +12,10 @@
 //!   [`HealthView`], [`HealthSnapshot`]) and [`ProbeError`];
 //! - [`sip`]: the pure SIP OPTIONS codec (build the request, parse the reply, framing);
 //! - [`state`]: the per-target state machine (`fall`, `rise`, `hold_down`, Retry-After);
-//! - [`admin`]: the drained/enabled table and its atomically written state file;
+//! - [`admin`]: the drained/enabled table and its atomically written state file, timed
+//!   drains;
+//! - [`observer`]: who else hears of probes, transitions and admin changes;
+//! - [`history`]: the last hour per target for the status page;
 //! - [`discover`]: NAPTR -> SRV -> A/AAAA discovery through the [`Lookup`] trait;
 //! - [`table`]: the target table: one row per target, the published snapshot, the API's
 //!   rows and the gauges, with one publish path;
@@ -181,6 +184,8 @@ impl ProbeError {
 
 pub mod admin;
 pub mod discover;
+pub mod history;
+pub mod observer;
 pub mod prober;
 pub mod sip;
 pub mod state;

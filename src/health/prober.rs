@@ -26,7 +26,7 @@ use std::{
     collections::{BinaryHeap, HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use rand::RngExt as _;
@@ -39,8 +39,9 @@ use tokio_rustls::TlsConnector;
 
 use super::{
     AdminState, HealthHandle, ProbeError,
-    admin::AdminTable,
+    admin::{AdminTable, Drain},
     discover::{self, Discovery, Found, Lookup},
+    observer::{AdminCause, Observer},
     sip::ProbeIds,
     state::{Thresholds, Verdict},
     table::{TargetInfo, TargetTable},
@@ -84,15 +85,10 @@ impl ProberHandle {
         shutdown: CancellationToken,
     ) -> Result<Self, ProbeError> {
         let admin = match &state_file {
-            Some(p) => AdminTable::load(p)?,
+            Some(p) => AdminTable::load_at_start(p, &metrics),
             None => AdminTable::default(),
         };
         let tls = transport::tls_connector(&cfg.probe.tls)?;
-        if cfg.probe.tls.verify && cfg.probe.tls.ca_file.is_none() {
-            tracing::warn!(
-                "sip.probe.tls has no ca_file: TLS targets will fail certificate verification"
-            );
-        }
         let cfg = Arc::new(cfg.clone());
         let (config_tx, config_rx) = watch::channel(cfg.clone());
         let (ready_tx, ready_rx) = watch::channel(false);
@@ -128,13 +124,20 @@ impl ProberHandle {
             disc_tx,
             shutdown.clone(),
         ));
-        tokio::spawn(engine.run(config_rx, disc_rx, shutdown));
-        Ok(Self {
+        tokio::spawn(engine.run(config_rx, disc_rx, shutdown.clone()));
+        let handle = Self {
             table,
             health,
             ready: ready_rx,
             config: Arc::new(config_tx),
-        })
+        };
+        let (h1, h2) = (handle.clone(), handle.clone());
+        tokio::spawn(super::admin::end_drains(
+            move || h1.next_drain_end(),
+            move |now| h2.end_drains(now),
+            shutdown,
+        ));
+        Ok(handle)
     }
 
     /// The health the DNS path reads (one atomic load per query): the handle given to
@@ -158,7 +161,40 @@ impl ProberHandle {
     /// is configured; a write error changes nothing) and is in the published snapshot when
     /// this returns. Blocking file I/O: call it from `spawn_blocking` if that matters.
     pub fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), ProbeError> {
-        self.table.set_admin(key, state)
+        self.set_admin_with(key, state, None, AdminCause::Api)
+    }
+
+    /// [`Self::set_admin`] with the drain's details (`Drained` only) and the cause, which
+    /// observers are told.
+    pub fn set_admin_with(
+        &self,
+        key: &TargetKey,
+        state: AdminState,
+        drain: Option<Drain>,
+        cause: AdminCause,
+    ) -> Result<(), ProbeError> {
+        self.table.set_admin(key, state, drain, cause)
+    }
+
+    /// Tells `o` of every probe, transition and admin change from now on.
+    pub fn observe(&self, o: Arc<dyn Observer>) {
+        self.table.observe(o);
+    }
+
+    /// The earliest end of a timed drain.
+    pub fn next_drain_end(&self) -> Option<SystemTime> {
+        self.table.next_drain_end()
+    }
+
+    /// Enables every target whose timed drain has ended at `now`.
+    pub fn end_drains(&self, now: SystemTime) {
+        for key in self.table.drains_ended(now) {
+            if let Err(e) =
+                self.set_admin_with(&key, AdminState::Enabled, None, AdminCause::Expired)
+            {
+                tracing::error!(target = %key, error = %e, "cannot end a timed drain; retrying");
+            }
+        }
     }
 
     /// Applies a new SIP config (hot reload): thresholds, timing and TLS settings take

@@ -24,8 +24,9 @@ use tokio::time::Instant;
 
 use super::{
     AdminState, Health, HealthHandle, HealthSnapshot, ProbeError, TargetStatus,
-    admin::AdminTable,
+    admin::{AdminTable, Drain},
     discover::{Merged, Origin, TargetFacts},
+    observer::{AdminCause, Observer, Observers, Transition},
     state::{TargetState, Thresholds, Verdict},
 };
 use crate::{
@@ -62,6 +63,8 @@ pub struct TargetInfo {
     pub transitions: u64,
     /// Why the health is what it is (the last transition's reason, or the last verdict).
     pub last_reason: String,
+    /// The drain's end, note and author, when drained with any.
+    pub drain: Option<Drain>,
 }
 
 fn display<S: serde::Serializer>(k: &TargetKey, s: S) -> Result<S::Ok, S::Error> {
@@ -133,6 +136,8 @@ pub(crate) struct TargetTable {
     health: HealthHandle,
     metrics: Arc<Metrics>,
     state_file: Option<PathBuf>,
+    /// The status page's history and the webhooks; told outside the lock.
+    observers: Observers,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,7 +165,13 @@ impl TargetTable {
             health,
             metrics,
             state_file,
+            observers: Observers::default(),
         }
+    }
+
+    /// Tells `o` of every probe, transition and admin change from now on.
+    pub(crate) fn observe(&self, o: Arc<dyn Observer>) {
+        self.observers.add(o);
     }
 
     /// Number of targets.
@@ -264,8 +275,9 @@ impl TargetTable {
         })
     }
 
-    /// Records the verdict of probe `id` of `key`: metrics, state machine, last reply.
-    /// `None` if that probe is not the one in flight (a late verdict of a dropped target).
+    /// Records the verdict of probe `id` of `key`: metrics, state machine, last reply;
+    /// then tells the observers. `None` if that probe is not the one in flight (a late
+    /// verdict of a dropped target).
     pub(crate) fn finish(
         &self,
         key: &TargetKey,
@@ -286,7 +298,7 @@ impl TargetTable {
             .probes
             .with_label_values(&[transport, v.label()])
             .inc();
-        match v {
+        let rtt = match v {
             Verdict::Good { code, rtt } => {
                 metrics
                     .probe_rtt
@@ -294,11 +306,17 @@ impl TargetTable {
                     .observe(rtt.as_secs_f64());
                 e.last_code = Some(*code);
                 e.last_rtt = Some(*rtt);
+                Some(*rtt)
             }
-            Verdict::Bad { code, .. } => e.last_code = *code,
-        }
+            Verdict::Bad { code, .. } => {
+                e.last_code = *code;
+                None
+            }
+        };
         tracing::trace!(target = %key, verdict = %v.describe(), "probe done");
         let mut changed = false;
+        // A real transition, for the observers: (from, to, reason, host).
+        let mut told = None;
         if let Some(t) = e.state.observe(v, now, th) {
             if t.is_real() {
                 let to = match t.to {
@@ -307,18 +325,34 @@ impl TargetTable {
                     Health::Unknown => "unknown",
                 };
                 metrics.target_transitions.with_label_values(&[to]).inc();
-                tracing::info!(target = %key, host = %e.facts.host, from = ?t.from, to = ?t.to, reason = %t.reason, "target health changed");
+                tracing::info!(event = "transition", target = %key, host = %e.facts.host, from = ?t.from, to = ?t.to, reason = %t.reason, "target health changed");
+                told = Some((t.from, t.to, t.reason, e.facts.uri_host(key.ip)));
             } else {
                 tracing::debug!(target = %key, reason = %t.reason, "target answered its first probe");
             }
             changed = true;
         }
         e.epoch += 1;
-        Some(Finished {
+        let (health, good) = (e.state.health(), matches!(v, Verdict::Good { .. }));
+        let done = Finished {
             started: e.started,
             epoch: e.epoch,
             changed,
-        })
+        };
+        drop(rows);
+        if let Some((from, to, reason, host)) = &told {
+            self.observers.each(|o| {
+                o.transition(&Transition {
+                    key,
+                    host,
+                    from: *from,
+                    to: *to,
+                    reason,
+                });
+            });
+        }
+        self.observers.each(|o| o.probed(key, good, health, rtt));
+        Some(done)
     }
 
     /// Builds and stores a new snapshot from the rows, and brings the gauges in line.
@@ -407,6 +441,7 @@ impl TargetTable {
                     fallback: e.facts.fallback,
                     health: e.state.health(),
                     admin: rows.admin.get(key),
+                    drain: rows.admin.drain_of(key).cloned(),
                     last_code: e.last_code,
                     rtt_ms: e.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
                     since,
@@ -420,26 +455,58 @@ impl TargetTable {
         out
     }
 
-    /// Drains or enables a target. The change is written to the state file first (if one
-    /// is configured; a write error changes nothing) and is in the published snapshot when
-    /// this returns. Blocking file I/O.
-    pub(crate) fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), ProbeError> {
+    /// Drains or enables a target, with the drain's details (`Drained` only) and the
+    /// cause, which observers are told. The change is written to the state file first (if
+    /// one is configured; a write error changes nothing) and is in the published snapshot
+    /// when this returns. Blocking file I/O.
+    pub(crate) fn set_admin(
+        &self,
+        key: &TargetKey,
+        state: AdminState,
+        drain: Option<Drain>,
+        cause: AdminCause,
+    ) -> Result<(), ProbeError> {
         let mut rows = lock(&self.rows);
         if !rows.targets.contains_key(key) && !rows.admin.contains(key) {
             return Err(ProbeError::UnknownTarget(*key));
         }
         let mut next = rows.admin.clone();
-        if !next.set(*key, state) {
+        let changed = match (state, drain) {
+            (AdminState::Drained, Some(d)) => next.drain(*key, d),
+            (state, _) => next.set(*key, state),
+        };
+        if !changed {
             return Ok(());
         }
+        let details = next.drain_of(key).cloned();
         if let Some(path) = &self.state_file {
             next.save(path)?;
         }
         rows.admin = next;
         self.publish_locked(&mut rows);
         drop(rows);
-        tracing::info!(target = %key, admin = ?state, "target admin state changed");
+        let (until, note, by) = details.as_ref().map_or((None, None, None), |d| {
+            (
+                d.until
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                d.note.as_deref(),
+                d.by.as_deref(),
+            )
+        });
+        tracing::info!(event = "admin", target = %key, admin = ?state, ?cause, until, note, by, "target admin state changed");
+        self.observers
+            .each(|o| o.admin(key, state, details.as_ref(), cause));
         Ok(())
+    }
+
+    /// The earliest end of a timed drain.
+    pub(crate) fn next_drain_end(&self) -> Option<SystemTime> {
+        lock(&self.rows).admin.next_end()
+    }
+
+    /// The targets whose timed drain has ended at `now`.
+    pub(crate) fn drains_ended(&self, now: SystemTime) -> Vec<TargetKey> {
+        lock(&self.rows).admin.ended(now)
     }
 }
 

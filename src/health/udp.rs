@@ -30,8 +30,8 @@
 //!
 //! A transaction costs a socket, a connect and an epoll registration (a few µs on
 //! loopback; see `docs/probing-internals.md`) and holds one file descriptor until its
-//! final reply or timeout. At most [`UdpTransactions::capacity`] are open at once (a
-//! quarter of the soft open-files limit, at most [`MAX_IN_FLIGHT`]); the prober holds back
+//! final reply or timeout. At most [`UdpTransactions::capacity`] are open at once (an
+//! eighth of the soft open-files limit, at most [`MAX_IN_FLIGHT`]); the prober holds back
 //! further probes until one ends, so a flood of dead targets delays probes but never takes
 //! the descriptors the DNS listeners need. The transactions are futures polled by the
 //! prober's own task (no task per probe).
@@ -104,7 +104,7 @@ impl UdpTransactions {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             running: FuturesUnordered::new(),
-            capacity: capacity_for(soft_nofile()),
+            capacity: capacity_for(crate::descriptors::soft_limit()),
             metrics,
         }
     }
@@ -332,30 +332,14 @@ fn judge(msg: &[u8], ids: &ProbeIds, metrics: &Metrics) -> Option<Heard> {
     })
 }
 
-/// The soft open-files limit (`RLIMIT_NOFILE`), if it can be read.
-fn soft_nofile() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one rlimit into the live local and reads nothing else.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
-        (rc == 0).then_some(lim.rlim_cur)
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
-/// A quarter of the open-files limit, within [`MIN_IN_FLIGHT`, `MAX_IN_FLIGHT`]: the rest
-/// stays for the DNS listeners, upstream sockets, TCP/TLS probes, the API and reloads.
+/// An eighth of the open-files limit (half of the quarter [`crate::descriptors`] keeps
+/// from client connections for serving), within [`MIN_IN_FLIGHT`, `MAX_IN_FLIGHT`]: the
+/// rest of that reserve stays for the DNS listeners, upstream sockets, TCP/TLS probes and
+/// reloads.
 fn capacity_for(soft_nofile: Option<u64>) -> usize {
     soft_nofile
         .map_or(MAX_IN_FLIGHT, |n| {
-            usize::try_from(n / 4).unwrap_or(MAX_IN_FLIGHT)
+            usize::try_from(n / 8).unwrap_or(MAX_IN_FLIGHT)
         })
         .clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT)
 }
@@ -366,7 +350,8 @@ mod tests {
 
     #[test]
     fn capacity_follows_the_open_files_limit() {
-        assert_eq!(capacity_for(Some(1024)), 256);
+        assert_eq!(capacity_for(Some(1024)), 128);
+        assert_eq!(capacity_for(Some(256)), 32);
         assert_eq!(capacity_for(Some(20)), 16);
         assert_eq!(capacity_for(Some(1 << 20)), 4096);
         assert_eq!(capacity_for(None), 4096);
