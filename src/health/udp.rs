@@ -346,7 +346,71 @@ fn capacity_for(soft_nofile: Option<u64>) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::capacity_for;
+    use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+    use futures::stream::FuturesUnordered;
+
+    use super::{UdpRequest, UdpTransactions, capacity_for};
+    use crate::{
+        health::{
+            sip::ProbeIds,
+            state::{BadReason, Thresholds, Verdict},
+        },
+        metrics::Metrics,
+        target::{TargetKey, Transport},
+    };
+
+    fn request(key: TargetKey, id: u64) -> UdpRequest<'static> {
+        UdpRequest {
+            key,
+            id,
+            ids: ProbeIds::fresh(1),
+            uri_host: "127.0.0.1",
+            from_domain: "sipdns.invalid",
+            user_agent: "sipdns-test",
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_table_has_room_again_when_a_transaction_ends() {
+        // A closed port: each transaction ends on the kernel's ICMP port unreachable, read
+        // from its own connected socket, long before the 2 s timeout.
+        let closed: SocketAddr = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let key = TargetKey {
+            ip: closed.ip(),
+            port: closed.port(),
+            transport: Transport::Udp,
+        };
+        let mut t = UdpTransactions {
+            running: FuturesUnordered::new(),
+            capacity: 2,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let th = Thresholds::default();
+        assert!(t.start(request(key, 1)).is_ok());
+        assert!(t.has_room());
+        assert!(t.start(request(key, 2)).is_ok());
+        assert!(!t.has_room());
+        let (k, _, v) = tokio::time::timeout(Duration::from_secs(1), t.next(&th))
+            .await
+            .unwrap();
+        assert_eq!(k, key);
+        assert!(
+            matches!(
+                v,
+                Verdict::Bad {
+                    reason: BadReason::Unreachable,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        assert!(t.has_room());
+    }
 
     #[test]
     fn capacity_follows_the_open_files_limit() {
