@@ -84,6 +84,20 @@ impl ProberHandle {
         health: HealthHandle,
         shutdown: CancellationToken,
     ) -> Result<Self, ProbeError> {
+        let udp = UdpTransactions::new(metrics.clone());
+        Self::spawn_with(cfg, lookup, metrics, state_file, health, udp, shutdown)
+    }
+
+    /// [`Self::spawn`] with the UDP transaction table given (tests bound it tighter).
+    pub(crate) fn spawn_with(
+        cfg: &SipConfig,
+        lookup: Arc<dyn Lookup>,
+        metrics: Arc<Metrics>,
+        state_file: Option<PathBuf>,
+        health: HealthHandle,
+        udp: UdpTransactions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ProbeError> {
         let admin = match &state_file {
             Some(p) => AdminTable::load_at_start(p, &metrics),
             None => AdminTable::default(),
@@ -101,7 +115,7 @@ impl ProberHandle {
         ));
         let engine = Engine {
             table: table.clone(),
-            udp: UdpTransactions::new(metrics.clone()),
+            udp,
             metrics,
             probe: cfg.probe.clone(),
             th: Thresholds::from_config(&cfg.probe),

@@ -102,9 +102,14 @@ pub(crate) struct UdpTransactions {
 impl UdpTransactions {
     /// An empty table, bounded by the process' open-files limit.
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_capacity(metrics, capacity_for(crate::descriptors::soft_limit()))
+    }
+
+    /// An empty table holding at most `capacity` transactions (at least one).
+    pub(crate) fn with_capacity(metrics: Arc<Metrics>, capacity: usize) -> Self {
         Self {
             running: FuturesUnordered::new(),
-            capacity: capacity_for(crate::descriptors::soft_limit()),
+            capacity: capacity.max(1),
             metrics,
         }
     }
@@ -348,8 +353,6 @@ fn capacity_for(soft_nofile: Option<u64>) -> usize {
 mod tests {
     use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-    use futures::stream::FuturesUnordered;
-
     use super::{UdpRequest, UdpTransactions, capacity_for};
     use crate::{
         health::{
@@ -385,11 +388,7 @@ mod tests {
             port: closed.port(),
             transport: Transport::Udp,
         };
-        let mut t = UdpTransactions {
-            running: FuturesUnordered::new(),
-            capacity: 2,
-            metrics: Arc::new(Metrics::new()),
-        };
+        let mut t = UdpTransactions::with_capacity(Arc::new(Metrics::new()), 2);
         let th = Thresholds::default();
         assert!(t.start(request(key, 1)).is_ok());
         assert!(t.has_room());
