@@ -354,6 +354,10 @@ async fn forged_icmp_does_not_mark_a_slow_healthy_uas_down() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let sent = forger.stop();
+    eprintln!(
+        "forged ICMP: {sent} sent over {window:?}, quoting {} ports the prober used",
+        observer.ports().len()
+    );
     // The flood was real: thousands of forged errors, quoting ports the prober used.
     assert!(sent >= 1000, "only {sent} forged ICMP messages sent");
     let observed = observer.ports();
