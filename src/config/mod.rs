@@ -341,6 +341,11 @@ pub struct SipDomainConfig {
     /// What is handed out when every target is down.
     #[serde(default)]
     pub all_down: AllDown,
+    /// Under `all_down: serve_all`, also hand out targets an operator drained (default:
+    /// no; a drain is intent, not a health guess). They are still served when nothing but
+    /// drained targets is left, rather than an empty answer.
+    #[serde(default)]
+    pub all_down_includes_drained: bool,
     /// Order of records with equal priority.
     #[serde(default)]
     pub ordering: Ordering,
@@ -545,6 +550,7 @@ impl SipDomainConfig {
             name,
             on_down: OnDown::default(),
             all_down: AllDown::default(),
+            all_down_includes_drained: false,
             ordering: Ordering::default(),
             ttl: default_policy_ttl(),
             synthesize_naptr: false,

@@ -622,3 +622,74 @@ async fn phone_without_the_health_policy_times_out_on_the_dead_primary() {
     phone.stop();
     secondary.stop();
 }
+
+/// The policy follows the operator's intent (issue 15, point 3), on the wire: with
+/// `on_down: demote` the domain's own down address (what a phone with an explicit port
+/// asks for) is moved after the up one instead of withheld; under `all_down: serve_all` a
+/// drained address stays out. A sipp UAS answers at one address, nothing at the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demote_moves_down_addresses_and_serve_all_leaves_drained_ones_out() {
+    use sipdns::health::AdminState;
+    const LIVE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
+    const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut uas = crate::support_sip::sipp_uas_at(dir.path(), LIVE, port, Transport::Udp);
+    let cfg = format!(
+        "sip:\n  probe:\n    interval: 200ms\n    timeout: 150ms\n    fall: 3\n    rise: 2\n    startup_grace: 2s\n  domains:\n    - name: {DOMAIN}\n      on_down: demote\n      a_port: {port}\n"
+    );
+    // The dead address first, as the zone lists it.
+    let zone = format!(
+        "zone: {DOMAIN}\nrecords:\n  - {{ name: '@', type: A, address: {DEAD} }}\n  - {{ name: '@', type: A, address: {LIVE} }}\n"
+    );
+    let s = server::start(&cfg, &[("pbx.example.org.yaml", &zone)]).await;
+    let key = |ip: Ipv4Addr| TargetKey {
+        ip: ip.into(),
+        port,
+        transport: Transport::Udp,
+    };
+    wait_health(&s, &key(DEAD), Health::Down, Duration::from_secs(5)).await;
+    wait_health(&s, &key(LIVE), Health::Up, Duration::from_secs(5)).await;
+    let addresses = || async {
+        let (m, _) = client::udp(s.dns, &query(&format!("{DOMAIN}."), RecordType::A, None)).await;
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect::<Vec<Ipv4Addr>>()
+    };
+    // Demote: both handed out, the live one first.
+    assert_eq!(addresses().await, vec![LIVE, DEAD]);
+    let domain_name = DOMAIN.parse().unwrap();
+    let ex = s.server().resolver.explain(&domain_name, RType::A).await;
+    let moved = ex
+        .decisions
+        .iter()
+        .find(|d| d.record.data.ip() == Some(DEAD.into()))
+        .expect("a decision about the dead address");
+    assert_eq!(moved.action, Action::Moved, "{:#?}", ex.decisions);
+    assert!(moved.reason.contains("demoted"), "{}", moved.reason);
+
+    // Drain the live one: every address unusable, serve_all, the drained one stays out.
+    s.server()
+        .prober
+        .set_admin(&key(LIVE), AdminState::Drained)
+        .unwrap();
+    assert_eq!(addresses().await, vec![DEAD]);
+    let ex = s.server().resolver.explain(&domain_name, RType::A).await;
+    assert_eq!(ex.all_down, Some(sipdns::config::AllDown::ServeAll));
+    let drained = ex
+        .decisions
+        .iter()
+        .find(|d| d.record.data.ip() == Some(LIVE.into()))
+        .expect("a decision about the drained address");
+    assert_eq!(drained.action, Action::Withheld, "{:#?}", ex.decisions);
+    assert!(
+        drained.reason.contains("all_down_includes_drained"),
+        "{}",
+        drained.reason
+    );
+    uas.stop();
+}
