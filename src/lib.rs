@@ -25,6 +25,7 @@
 //! - [`reload`]: hot reload (file change, SIGHUP, API): validate aside, swap atomically.
 //! - [`shutdown`]: the shutdown signal.
 //! - [`notify`]: readiness, watchdog and stopping notifications to systemd (`Type=notify`).
+//! - [`phones`]: provisioning snippets for phones (`sipdns phones`), from config and zones.
 //!
 //! Only `dns`, `zones` and `upstream` use hickory types.
 
@@ -36,6 +37,7 @@ pub mod health;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod phones;
 pub mod policy;
 pub mod record;
 pub mod reload;

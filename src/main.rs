@@ -26,6 +26,37 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print phone provisioning settings that pair with sipdns for one SIP domain (offline:
+    /// reads the config and zones, like `check`).
+    Phones {
+        #[command(subcommand)]
+        phone: PhoneCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PhoneCommand {
+    /// Yealink: server settings and the static DNS cache for one account.
+    Yealink {
+        /// The SIP domain (one of sip.domains).
+        #[arg(long)]
+        domain: String,
+        /// The account number X of `account.X.*`.
+        #[arg(long, default_value_t = 1)]
+        account: u32,
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// linphone: a linphonerc snippet.
+    Linphone {
+        /// The SIP domain (one of sip.domains).
+        #[arg(long)]
+        domain: String,
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +80,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Phones { phone } => {
+            let (config, domain, phone) = match phone {
+                PhoneCommand::Yealink {
+                    domain,
+                    account,
+                    config,
+                } => (config, domain, sipdns::phones::Phone::Yealink { account }),
+                PhoneCommand::Linphone { domain, config } => {
+                    (config, domain, sipdns::phones::Phone::Linphone)
+                }
+            };
+            match sipdns::phones::from_file(&config, &domain, phone) {
+                Ok(text) => {
+                    use std::io::Write as _;
+                    match std::io::stdout().lock().write_all(text.as_bytes()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("sipdns phones: cannot write: {e}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sipdns phones: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

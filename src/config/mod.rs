@@ -61,6 +61,22 @@ pub struct Config {
     /// Where operator state that must survive a restart (drained targets) is kept.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Hints about the phones, for `sipdns check` and `sipdns phones`.
+    #[serde(default)]
+    pub phones: PhonesConfig,
+}
+
+/// `phones:` — what the operator knows about the phones (optional hints, no behaviour).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhonesConfig {
+    /// How often the phones send a request (their registration refresh). A phone that
+    /// caches DNS answers for their TTL (Yealink `dns_cache_type` 1, linphone) sends its
+    /// next request on a cached answer while the TTL runs: `sipdns check` warns when a
+    /// domain's policy `ttl` is not below this, since such a phone can then miss a
+    /// failover by a whole refresh cycle.
+    #[serde(default, with = "human_opt", skip_serializing_if = "Option::is_none")]
+    pub register_refresh: Option<Duration>,
 }
 
 /// `dns:` — the listener.
@@ -715,6 +731,33 @@ pub mod human {
     /// Writes a humantime duration.
     pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+/// [`human`] for an optional duration (`null` or absent: none).
+pub mod human_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Reads an optional humantime duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => humantime::parse_duration(&s).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}); write e.g. 500ms, 5s, 1d"
+                ))
+            }),
+        }
+    }
+
+    /// Writes an optional humantime duration.
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
     }
 }
 

@@ -693,3 +693,232 @@ async fn demote_moves_down_addresses_and_serve_all_leaves_drained_ones_out() {
     );
     uas.stop();
 }
+
+/// `sipdns phones yealink` (issue 15, point 5): the provisioning block parsed back and
+/// checked against the zone and the phone's limits (seeds: at most 12 entries of each
+/// static cache type, TTL 30..2147483647). The zone has more than the phone takes: 14 SRV
+/// targets behind the TCP NAPTR (one address each) and 3 behind the UDP one.
+#[test]
+fn yealink_provisioning_mirrors_the_zone_within_the_phones_limits() {
+    use std::collections::BTreeMap;
+    const TARGETS: u16 = 14;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    // (priority, target, address) of the TCP set; the UDP set uses the first 3 targets.
+    let tcp: Vec<(u16, String, String)> = (1..=TARGETS)
+        .map(|i| (i * 10, format!("s{i}.{DOMAIN}"), format!("192.0.2.{i}")))
+        .collect();
+    let mut zone = format!(
+        "zone: {DOMAIN}\nttl: 3600\nrecords:\n\
+  - {{ name: '@', type: NAPTR, order: 90, preference: 50, flags: s, service: SIP+D2T, replacement: _sip._tcp }}\n\
+  - {{ name: '@', type: NAPTR, order: 100, preference: 50, flags: s, service: SIP+D2U, replacement: _sip._udp }}\n"
+    );
+    // Listed in reverse priority order: the command must sort them.
+    for (p, t, ip) in tcp.iter().rev() {
+        zone.push_str(&format!(
+            "- {{ name: _sip._tcp, type: SRV, priority: {p}, weight: 1, port: 5060, target: '{t}.' }}\n- {{ name: '{t}.', type: A, address: {ip} }}\n"
+        ));
+    }
+    for (p, t, _) in tcp.iter().take(3) {
+        zone.push_str(&format!(
+            "- {{ name: _sip._udp, type: SRV, priority: {p}, weight: 2, port: 5062, target: '{t}.' }}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("zones/pbx.example.org.yaml"), &zone).unwrap();
+    let cfg = dir.path().join("sipdns.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstream:\n  servers: [\"127.0.0.1:9\"]\nsip:\n  domains:\n    - name: {DOMAIN}\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args([
+            "phones",
+            "yealink",
+            "--domain",
+            DOMAIN,
+            "--account",
+            "2",
+            "-c",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Parse it back: `key = value` lines, `#` comments.
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once(" = ")
+            .unwrap_or_else(|| panic!("not `key = value`: {line:?}"));
+        assert!(kv.insert(k.to_owned(), v.to_owned()).is_none(), "{k} twice");
+    }
+    let get = |k: &str| kv.get(k).map(String::as_str);
+    assert_eq!(get("account.2.sip_server.1.address"), Some(DOMAIN));
+    assert_eq!(get("account.2.sip_server.1.port"), Some("0"));
+    assert_eq!(get("account.2.sip_server.1.transport_type"), Some("3"));
+    assert_eq!(get("account.2.sip_server.1.failback_mode"), Some("1"));
+    let fb: u32 = get("account.2.sip_server.1.failback_timeout")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        fb == 0 || (60..=65535).contains(&fb),
+        "failback_timeout {fb}"
+    );
+    assert_eq!(get("account.2.dns_cache_type"), Some("1"));
+
+    // Entries of one type: X = 1..n contiguous, n <= 12, each with exactly these fields.
+    let entries = |kind: &str, fields: &[&str]| -> Vec<BTreeMap<String, String>> {
+        let mut list = Vec::new();
+        for x in 1.. {
+            let prefix = format!("dns_cache_{kind}.{x}.");
+            let e: BTreeMap<String, String> = kv
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), v.clone())))
+                .collect();
+            if e.is_empty() {
+                break;
+            }
+            let mut names: Vec<&str> = e.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            let mut want = fields.to_vec();
+            want.sort_unstable();
+            assert_eq!(names, want, "dns_cache_{kind}.{x}");
+            let ttl: u64 = e["ttl"].parse().unwrap();
+            assert!((30..=2_147_483_647).contains(&ttl), "{kind}.{x} ttl {ttl}");
+            list.push(e);
+        }
+        assert!(list.len() <= 12, "{kind}: {} entries", list.len());
+        let stray = kv
+            .keys()
+            .filter(|k| k.starts_with(&format!("dns_cache_{kind}.")))
+            .count();
+        assert_eq!(
+            stray,
+            list.len() * fields.len(),
+            "{kind}: entries past a gap"
+        );
+        list
+    };
+    let naptr = entries(
+        "naptr",
+        &[
+            "name",
+            "flags",
+            "order",
+            "preference",
+            "replace",
+            "service",
+            "ttl",
+        ],
+    );
+    let srv = entries(
+        "srv",
+        &["name", "port", "priority", "target", "weight", "ttl"],
+    );
+    let a = entries("a", &["name", "ip", "ttl"]);
+
+    // Against the zone: every entry is a record sipdns serves.
+    for e in &a {
+        let i: u16 = e["ip"].strip_prefix("192.0.2.").unwrap().parse().unwrap();
+        assert_eq!(e["name"], format!("s{i}.{DOMAIN}"), "{e:?}");
+    }
+    for e in &srv {
+        let t = &e["target"];
+        let i: u16 = t
+            .strip_prefix('s')
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (owner, port, weight) = if e["name"] == format!("_sip._tcp.{DOMAIN}") {
+            ("tcp", "5060", "1")
+        } else {
+            assert!(i <= 3, "{e:?}");
+            ("udp", "5062", "2")
+        };
+        assert_eq!(e["name"], format!("_sip._{owner}.{DOMAIN}"));
+        assert_eq!(
+            (
+                e["port"].as_str(),
+                e["weight"].as_str(),
+                e["priority"].clone()
+            ),
+            (port, weight, (i * 10).to_string()),
+            "{e:?}"
+        );
+        // The chain is whole: the target has an address in the cache.
+        assert!(
+            a.iter().any(|x| &x["name"] == t),
+            "SRV {e:?} without an A entry"
+        );
+    }
+    for e in &naptr {
+        assert!(
+            srv.iter().any(|s| s["name"] == e["replace"]),
+            "NAPTR {e:?} without an SRV entry"
+        );
+        assert_eq!(e["name"], DOMAIN);
+        assert_eq!(e["flags"], "S");
+    }
+    // The trimming kept the best: the 12 best-priority TCP targets, in priority order;
+    // the UDP records did not fit, so neither did their NAPTR.
+    assert_eq!(a.len(), 12);
+    assert_eq!(srv.len(), 12);
+    let prios: Vec<u16> = srv.iter().map(|e| e["priority"].parse().unwrap()).collect();
+    assert_eq!(prios, (1..=12).map(|i| i * 10).collect::<Vec<u16>>());
+    assert_eq!(naptr.len(), 1);
+    assert_eq!(naptr[0]["service"], "SIP+D2T");
+    assert_eq!(naptr[0]["order"], "90");
+    // And said why in comments.
+    assert!(text.contains("14 A records, the phone takes 12"), "{text}");
+    assert!(text.contains("SRV entries"), "{text}");
+    assert!(text.contains("NAPTR -> _sip._udp"), "{text}");
+
+    // The linphone snippet: the domain by SRV, failback switched on.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args(["phones", "linphone", "--domain", DOMAIN, "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rc = String::from_utf8(out.stdout).unwrap();
+    let sip = rc
+        .split("[sip]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        sip.lines().any(|l| l == "reconnect_to_primary_asap=1"),
+        "{rc}"
+    );
+    assert!(
+        rc.contains(&format!("reg_proxy=<sip:{DOMAIN};transport=tcp>")),
+        "{rc}"
+    );
+
+    // A domain sipdns does not manage is an error naming it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args(["phones", "yealink", "--domain", "other.example.org", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other.example.org"));
+}
