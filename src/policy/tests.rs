@@ -222,7 +222,10 @@ fn show(recs: &[Rec]) -> String {
 
 /// Runs one case; returns the problems found.
 fn run(case: &Case) -> Vec<String> {
-    let mut domain = SipDomainConfig::new(name(DOMAIN));
+    let mut domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     domain.ordering = Ordering::Fixed;
     (case.config)(&mut domain);
     let h = health(case.health, case.hosts);
@@ -1672,7 +1675,10 @@ fn weighted_second_place_follows_remaining_weights() {
 /// put server2 first two times in three, and priorities are never mixed.
 #[test]
 fn weighted_ordering_through_apply() {
-    let domain = SipDomainConfig::new(name(DOMAIN));
+    let domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     assert_eq!(domain.ordering, Ordering::Weighted);
     let h = TestHealth::default();
     let input = Answer {
@@ -1718,7 +1724,10 @@ fn weighted_ordering_through_apply() {
 
 #[test]
 fn fixed_ordering_keeps_source_order_within_priority() {
-    let mut domain = SipDomainConfig::new(name(DOMAIN));
+    let mut domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     domain.ordering = Ordering::Fixed;
     let input = Answer::records(
         rrs(&[
@@ -1794,7 +1803,10 @@ fn synthesize_naptr_table() {
         ("no SRV set, no NAPTR", None, &[], &[]),
     ];
     for (what, order, present, want) in cases {
-        let mut domain = SipDomainConfig::new(name(DOMAIN));
+        let mut domain = SipDomainConfig {
+            ttl: 30,
+            ..SipDomainConfig::new(name(DOMAIN))
+        };
         if let Some(order) = order {
             domain.naptr_order = order.to_vec();
         }
@@ -1812,7 +1824,10 @@ fn synthesize_naptr_table() {
 
 #[test]
 fn works_through_dyn_health_and_snapshot() {
-    let domain = SipDomainConfig::new(name(DOMAIN));
+    let domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     let mut targets = HashMap::new();
     targets.insert(key("192.0.2.13:5060/udp"), status("down"));
     let snapshot = HealthSnapshot {
@@ -1843,7 +1858,10 @@ fn works_through_dyn_health_and_snapshot() {
 
 #[test]
 fn explanation_serializes_for_the_rest_view() {
-    let domain = SipDomainConfig::new(name(DOMAIN));
+    let domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     let h = health(&[("192.0.2.13:5060/udp", "down")], &[]);
     let before = Answer {
         additional: rrs(&[A_1, A_2]),
