@@ -8,7 +8,7 @@
 //! and the OpenAPI document ([`openapi`]) is checked against it by a test.
 //!
 //! Shared state is one cheap-to-clone [`ApiState`] of `Arc` handles, handed to axum through
-//! `State` (STYLE 6). Nothing in it is locked across an `.await`: zone edits run on the
+//! `State`. Nothing in it is locked across an `.await`: zone edits run on the
 //! blocking pool under the reloader's write lock.
 
 pub mod auth;

@@ -1,5 +1,5 @@
 //! The route table and the handlers. A handler extracts, calls one domain method and
-//! serializes (STYLE 12); the domain work lives in [`super::edit`], the reloader, the
+//! serializes (ARCHITECTURE.md, "Invariants"); the domain work lives in [`super::edit`], the reloader, the
 //! resolver and the prober.
 //!
 //! [`table`] is the single list of routes: the router is built from it, and the OpenAPI

@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::Path,
     sync::{Arc, Mutex},
 };
 
@@ -22,6 +21,7 @@ use crate::common::{
     client::{self, query},
     http::{Client, Reply},
     server::{self, API_TOKEN, TestServer},
+    snapshot::snapshot,
 };
 
 const PBX: &str = "zone: pbx.example.org
@@ -55,21 +55,6 @@ fn api(s: &TestServer) -> Client {
 
 fn zones_dir(s: &TestServer) -> std::path::PathBuf {
     s.dir.path().join("zones")
-}
-
-/// Every file in `zones/` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// (rcode, answer data) for a query over UDP.

@@ -148,10 +148,7 @@ fn spawn_binary(dir: &Path) -> (std::process::Child, std::net::SocketAddr) {
 fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, _addr) = spawn_binary(dir.path());
-    // SAFETY: kill(2) on the child this test started, by its PID.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    crate::common::process::kill(child.id() as libc::pid_t, libc::SIGTERM).unwrap();
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -168,7 +165,7 @@ fn sigterm_shuts_down_gracefully() {
 
 #[test]
 fn dig_sees_naptr_with_srv_and_addresses_in_additional() {
-    let dig = crate::support_sip::require("dig", "dnsutils");
+    let dig = crate::common::process::require("dig", "dnsutils");
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = spawn_binary(dir.path());
     let out = Command::new(dig)

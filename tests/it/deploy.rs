@@ -30,12 +30,12 @@ use serde_json::Value;
 use sipdns::{config::Config, record::RType};
 
 use crate::{
+    common::process::{free_port, kill, require},
     common::{
         client::{self, query},
         fake_upstream::{FakeUpstream, a},
         server,
     },
-    support_sip::{free_port, require},
 };
 
 fn root() -> &'static Path {
@@ -354,10 +354,7 @@ fn notify_run(socket_arg: &str, server: UnixDatagram) {
     assert!(ready.contains("1 SIP targets probed"), "{ready}");
     eprintln!("READY=1 {after:?} after start (probe timeout {probe_timeout:?}): {ready:?}");
     wait_notify(&server, "WATCHDOG=1", Duration::from_secs(2));
-    // SAFETY: kill(2) on the child this test spawned and has not reaped.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
+    kill(pid as libc::pid_t, libc::SIGTERM).unwrap();
     wait_notify(&server, "STOPPING=1", Duration::from_secs(5));
     let t = Instant::now();
     let status = loop {

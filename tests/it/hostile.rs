@@ -27,28 +27,9 @@ use tokio::{
 use crate::common::{
     client::{self, query},
     fake_upstream::{FakeUpstream, a},
+    rng::Rng,
     server::{self, TestServer, example_zones},
 };
-
-/// A small deterministic PRNG (xorshift64*), so a failing flood can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn wire(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     query(name, qtype, edns).to_vec().unwrap()

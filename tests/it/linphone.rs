@@ -50,9 +50,10 @@ use sipdns::{
     target::{TargetKey, Transport},
 };
 
-use crate::{
-    common::server::{self, TestServer},
-    support_sip::{Register, Registrar, free_port, require},
+use crate::common::{
+    process::{free_port, kill, require},
+    server::{self, TestServer},
+    sip::{Register, Registrar},
 };
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 41);
@@ -275,11 +276,9 @@ impl Linphone {
         let Some(mut c) = self.child.take() else {
             return;
         };
+        // The process group this guard created; its leader is not reaped yet.
         let pgid = c.id() as libc::pid_t;
-        // SAFETY: kill(2) on the process group this guard created and has not reaped.
-        unsafe {
-            libc::kill(-pgid, libc::SIGTERM);
-        }
+        let _ = kill(-pgid, libc::SIGTERM);
         let end = Instant::now() + Duration::from_secs(3);
         while Instant::now() < end {
             if let Ok(Some(_)) = c.try_wait() {
@@ -287,10 +286,7 @@ impl Linphone {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // SAFETY: as above; the leader has not been reaped yet.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        let _ = kill(-pgid, libc::SIGKILL);
         let _ = c.wait();
     }
 }

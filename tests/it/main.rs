@@ -23,5 +23,4 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
-mod support_sip;
 mod upstream;

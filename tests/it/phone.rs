@@ -38,13 +38,12 @@ use sipdns::{
     target::{TargetKey, Transport},
 };
 
-use crate::{
-    common::{
-        client::{self, query},
-        fake_upstream::{FakeUpstream, a, naptr, srv},
-        server::{self, TestServer},
-    },
-    support_sip::{Peer, PhoneConfig, Register, Registrar, baresip, free_port},
+use crate::common::{
+    client::{self, query},
+    fake_upstream::{FakeUpstream, a, naptr, srv},
+    process::{Peer, free_port},
+    server::{self, TestServer},
+    sip::{PhoneConfig, Register, Registrar, baresip},
 };
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
@@ -634,7 +633,7 @@ async fn demote_moves_down_addresses_and_serve_all_leaves_drained_ones_out() {
     const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 32);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut uas = crate::support_sip::sipp_uas_at(dir.path(), LIVE, port, Transport::Udp);
+    let mut uas = crate::common::sip::sipp_uas_at(dir.path(), LIVE, port, Transport::Udp);
     let cfg = format!(
         "sip:\n  probe:\n    interval: 200ms\n    timeout: 150ms\n    fall: 3\n    rise: 2\n    startup_grace: 2s\n  domains:\n    - name: {DOMAIN}\n      on_down: demote\n      a_port: {port}\n"
     );

@@ -4,4 +4,9 @@ pub mod client;
 #[allow(dead_code)]
 pub mod fake_upstream;
 pub mod http;
+pub mod prober;
+pub mod process;
+pub mod rng;
 pub mod server;
+pub mod sip;
+pub mod snapshot;
