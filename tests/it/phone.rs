@@ -921,3 +921,149 @@ fn yealink_provisioning_mirrors_the_zone_within_the_phones_limits() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("other.example.org"));
 }
+
+/// A call from baresip a few seconds after the primary died (issue 15, point 4): the phone
+/// resolves NAPTR -> SRV -> A for the INVITE, sipdns (default policy, probes shortened) no
+/// longer lists the dead primary, and the INVITE reaches the secondary (kamailio answers
+/// 486) without first timing out on the primary (Timer B, 32 s). A UDP socket takes the
+/// killed primary's place and counts what the caller sends there. The caller is a baresip
+/// with the `menu` module (for `/dial`) and G.711 (for an SDP offer), started at dial time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_call_reaches_a_live_server_a_few_seconds_after_the_primary_died() {
+    use std::{net::UdpSocket, process::Command};
+
+    use crate::common::process::require;
+    let t = Transport::Udp;
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let (mut primary, mut secondary) = tokio::task::block_in_place(|| {
+        (
+            Registrar::start(dir.path(), "primary", PRIMARY, p1),
+            Registrar::start(dir.path(), "secondary", SECONDARY, p2),
+        )
+    });
+    // The domain at its default policy; only the probes are faster.
+    let cfg = format!(
+        "sip:\n  probe:\n    interval: {}ms\n    timeout: {}ms\n    fall: {FALL}\n    rise: {RISE}\n    startup_grace: 3s\n  domains:\n    - name: {DOMAIN}\n",
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis()
+    );
+    let s = server::start(&cfg, &[("pbx.example.org.yaml", &zone(t, p1, p2))]).await;
+    let key = |ip: Ipv4Addr, port| TargetKey {
+        ip: ip.into(),
+        port,
+        transport: t,
+    };
+    let (k1, k2) = (key(PRIMARY, p1), key(SECONDARY, p2));
+    wait_health(&s, &k1, Health::Up, Duration::from_secs(10)).await;
+    wait_health(&s, &k2, Health::Up, Duration::from_secs(10)).await;
+
+    let fault_at = unix_now();
+    let caller_port = free_port();
+    let stand_in = tokio::task::block_in_place(|| {
+        primary.kill();
+        // Its worker processes free the port a moment after the leader is reaped.
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            match UdpSocket::bind((PRIMARY, p1)) {
+                Ok(sock) => break sock,
+                Err(e) if Instant::now() < end => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("cannot take the dead primary's place: {e}"),
+            }
+        }
+    });
+    wait_health(&s, &k1, Health::Down, down_bound()).await;
+    // A few seconds after the fault.
+    let wait = (fault_at + 3.0 - unix_now()).max(0.0);
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+
+    let modules = [
+        "/usr/lib/baresip/modules",
+        "/usr/lib/x86_64-linux-gnu/baresip/modules",
+        "/usr/lib/aarch64-linux-gnu/baresip/modules",
+        "/usr/local/lib/baresip/modules",
+    ]
+    .into_iter()
+    .find(|d| std::path::Path::new(d).join("menu.so").is_file())
+    .expect("baresip modules (menu.so) not found (apt-get install -y baresip-core)");
+    let home = dir.path().join("caller");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("config"),
+        format!(
+            "poll_method epoll\nmodule_path {modules}\nnet_interface 127.0.0.1\n\
+             sip_listen 127.0.0.1:{caller_port}\ndns_server {}\n\
+             module g711.so\nmodule menu.so\nmodule_tmp account.so\n",
+            s.dns
+        ),
+    )
+    .unwrap();
+    // Not registered (regint=0): the call alone.
+    std::fs::write(
+        home.join("accounts"),
+        format!("<sip:caller@{DOMAIN}>;regint=0\n"),
+    )
+    .unwrap();
+    std::fs::write(home.join("contacts"), "").unwrap();
+    let mut cmd = Command::new(require("baresip", "baresip-core"));
+    cmd.current_dir(&home)
+        .arg("-f")
+        .arg(&home)
+        .arg("-e")
+        .arg(format!("/dial sip:bob@{DOMAIN}"));
+    let dial_at = unix_now();
+    let mut caller = Peer::spawn("baresip caller", cmd, home.join("caller.log"));
+    let t0 = Instant::now();
+    let invite_at = loop {
+        let at = secondary.log().lines().find_map(|l| {
+            let rest = l.split_once("INVITE-LOG ")?.1;
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("at="))?
+                .parse::<f64>()
+                .ok()
+        });
+        if let Some(at) = at {
+            break at;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no INVITE at the secondary within 10 s\ncaller:\n{}",
+            caller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // What reached the dead primary's address from the caller (bounded drain).
+    let to_dead = tokio::task::block_in_place(|| {
+        stand_in
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buf = [0u8; 65_535];
+        let mut n = 0;
+        for _ in 0..1000 {
+            match stand_in.recv_from(&mut buf) {
+                Ok((_, peer)) if peer.port() == caller_port => n += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        n
+    });
+    let setup = invite_at - dial_at;
+    eprintln!(
+        "phone e2e call (baresip, default policy TTL): dialled {:.3} s after the primary was \
+         killed; dial (process start) -> INVITE at the secondary {setup:.3} s; {to_dead} \
+         packets to the dead primary",
+        dial_at - fault_at
+    );
+    assert_eq!(to_dead, 0, "the INVITE went to the dead primary first");
+    assert!(
+        setup < 2.0,
+        "call setup {setup:.3} s\ncaller:\n{}",
+        caller.log()
+    );
+    caller.stop();
+    secondary.stop();
+}
