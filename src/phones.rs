@@ -52,6 +52,9 @@ pub enum PhonesError {
     /// The domain name does not parse.
     #[error("--domain {0:?}: not a domain name")]
     Domain(String),
+    /// The config or a zone could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::state::LoadError),
 }
 
 /// What sipdns serves for a domain from its zones, in the order a phone follows it
@@ -503,8 +506,12 @@ pub enum Phone {
 
 /// `sipdns phones ... -c CONFIG --domain D`: loads the config and zones as `sipdns check`
 /// does and returns the snippet.
-pub fn from_file(path: &std::path::Path, domain: &str, phone: Phone) -> anyhow::Result<String> {
-    let (config, zones) = crate::app::load(path)?;
+pub fn from_file(
+    path: &std::path::Path,
+    domain: &str,
+    phone: Phone,
+) -> Result<String, PhonesError> {
+    let (config, zones) = crate::state::load(path)?;
     let chain = Chain::from_zones(&config, &zones, domain)?;
     let source = path.display().to_string();
     Ok(match phone {

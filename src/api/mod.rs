@@ -3,8 +3,8 @@
 //! `/readyz` and `/metrics`.
 //!
 //! Every route but those three needs `Authorization: Bearer <token>` ([`auth`]). Handlers
-//! ([`routes`]) only extract, call one domain method and serialize; zone edits live in
-//! [`edit`]. The route table in [`routes::table`] is the one list the router is built from,
+//! ([`routes`]) only extract, call one domain method and serialize; zone edits are
+//! `zones::edit`, run by the reloader (`Reloader::edit_zone`). The route table in [`routes::table`] is the one list the router is built from,
 //! and the OpenAPI document ([`openapi`]) is checked against it by a test.
 //!
 //! Shared state is one cheap-to-clone [`ApiState`] of `Arc` handles, handed to axum through
@@ -12,7 +12,6 @@
 //! blocking pool under the reloader's write lock.
 
 pub mod auth;
-pub mod edit;
 mod error;
 pub mod openapi;
 pub mod routes;

@@ -55,7 +55,7 @@ use crate::{
     target::{TargetKey, Transport},
 };
 
-pub use explain::{AnswerView, Explanation};
+pub use explain::Explanation;
 
 /// The section of a DNS message a [`Decision`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -171,7 +171,7 @@ fn demote_moves_the_domains_own_down_address_after_the_up_ones() {
         "{}",
         d.reason
     );
-    assert_eq!(ex.after.answer.len(), 2, "explain view: {:?}", ex.after);
+    assert_eq!(ex.after.answers.len(), 2, "explain view: {:?}", ex.after);
 
     // The default (withhold) still withholds it.
     let (out, ex) = apply_to(DOMAIN, RType::A, answers, vec![], &h, |_| {});

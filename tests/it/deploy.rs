@@ -108,7 +108,7 @@ fn production_config(dir: &Path) -> Config {
     let etc = dir.join("etc/sipdns");
     copy_dir(&root().join("zones"), &etc.join("zones"));
     std::fs::write(etc.join("sipdns.yaml"), read("systemd/sipdns.yaml")).unwrap();
-    let (cfg, zones) = sipdns::app::load(&etc.join("sipdns.yaml"))
+    let (cfg, zones) = sipdns::state::load(&etc.join("sipdns.yaml"))
         .unwrap_or_else(|e| panic!("deploy/systemd/sipdns.yaml: {e:#}"));
     assert!(zones.record_count() > 0);
     cfg
@@ -710,7 +710,7 @@ fn container_recipe_copies_existing_files_and_its_config_loads() {
     let config = cmd.iter().skip_while(|a| *a != "-c").nth(1).unwrap();
     let local = image.path().join(config.trim_start_matches('/'));
     let (cfg, zones) =
-        sipdns::app::load(&local).unwrap_or_else(|e| panic!("{config} in the image: {e:#}"));
+        sipdns::state::load(&local).unwrap_or_else(|e| panic!("{config} in the image: {e:#}"));
     assert!(zones.record_count() > 0);
     // EXPOSE lists what the config listens on.
     let expose = &ins.iter().find(|(i, _)| i == "EXPOSE").unwrap().1;
@@ -822,7 +822,7 @@ fn kubernetes_manifests_parse_and_agree_with_the_embedded_config() {
     }
     let local = text.replace(&zones_dir, zdir.to_str().unwrap());
     std::fs::write(tmp.path().join("sipdns.yaml"), local).unwrap();
-    let (_, zones) = sipdns::app::load(&tmp.path().join("sipdns.yaml"))
+    let (_, zones) = sipdns::state::load(&tmp.path().join("sipdns.yaml"))
         .unwrap_or_else(|e| panic!("ConfigMaps sipdns-config + sipdns-zones: {e:#}"));
     assert!(zones.record_count() > 0);
 

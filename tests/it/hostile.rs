@@ -274,7 +274,8 @@ async fn oversized_malformed_and_multi_question_queries_get_formerr() {
     // An answer record in a query.
     let mut with_answer = query("pbx.example.org.", RecordType::A, None);
     with_answer.add_answer(
-        sipdns::dns::convert::rec_to_hickory(&a("pbx.example.org", 30, "192.0.2.1"), None).unwrap(),
+        crate::common::hickory::rec_to_hickory(&a("pbx.example.org", 30, "192.0.2.1"), None)
+            .unwrap(),
     );
     let raw = client::udp_raw(
         s.dns,

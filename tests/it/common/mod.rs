@@ -3,6 +3,7 @@
 pub mod client;
 #[allow(dead_code)]
 pub mod fake_upstream;
+pub mod hickory;
 pub mod http;
 pub mod prober;
 pub mod process;
