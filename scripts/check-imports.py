@@ -20,6 +20,8 @@ import sys
 # Bottom to top. One line per module; the comment says why it sits there.
 LAYERS = [
     "memory",    # returning freed memory to the system: no crate imports
+    "atomic_file",  # replacing a file atomically, never through a symlink: no crate imports
+    "descriptors",  # the open-files limit raised and shared out: no crate imports
     "shutdown",  # the cancellation token
     "record",    # plain DNS record data: the floor every other module stands on
     "target",    # what a SIP target is

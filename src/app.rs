@@ -69,9 +69,14 @@ impl Server {
                 .context("setting up the upstream forwarder")?,
         );
         let health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+        // Client connections get only what the open-files limit can spare.
+        let budget = crate::descriptors::Budget::for_process(
+            config.api.max_connections,
+            config.dns.tcp_max_connections,
+        );
         let limits = Limits {
             max_inflight: config.dns.max_inflight,
-            tcp_max_connections: config.dns.tcp_max_connections,
+            tcp_max_connections: budget.tcp_dns,
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
@@ -183,7 +188,11 @@ impl Server {
                 ApiToken::from_config(&api_config),
             )
             .with_targets(Arc::new(ProberTargets(prober.clone())))
-            .with_readiness(prober.ready());
+            .with_readiness(prober.ready())
+            .with_limits(api::ApiLimits {
+                max_connections: budget.api,
+                request_timeout: api_config.request_timeout,
+            });
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
         Ok(Self {
@@ -320,8 +329,27 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// `sipdns check`: [`state::check`], then what start-up would do with the admin state file
+/// (a bad one does not stop a start: it is moved aside, see
+/// [`crate::health::admin::AdminTable::load_at_start`]).
+pub fn check(path: &Path) -> anyhow::Result<String> {
+    let summary = state::check(path)?;
+    // The config is valid (state::check loaded it); read again for its state_file only.
+    let config = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| Config::from_text(path, &text).ok());
+    let admin = config
+        .and_then(|c| c.state_file)
+        .map(|p| crate::health::admin::AdminTable::check(&p));
+    Ok(match admin {
+        Some(line) => format!("{summary}\n{line}"),
+        None => summary,
+    })
+}
+
 /// `sipdns run`: runs until SIGTERM/SIGINT.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
+    crate::descriptors::raise_soft_limit();
     let (config, zones) =
         state::load(path).with_context(|| format!("loading {}", path.display()))?;
     // What parsing left behind (the zone texts and documents) goes back to the system.

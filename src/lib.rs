@@ -9,7 +9,10 @@
 //! # Layout
 //!
 //! - [`app`]: wiring only — load config, build state, spawn tasks, wait for shutdown.
+//! - [`atomic_file`]: replacing a file atomically, never through a planted symlink.
 //! - [`config`]: the YAML config (strict), defaults and validation.
+//! - [`descriptors`]: the open-files limit raised at start and shared so client
+//!   connections never take what serving needs.
 //! - [`record`]: plain DNS record data shared by modules that must not see hickory types.
 //! - [`target`]: what a SIP target is (address, port, transport).
 //! - [`hickory`]: the one conversion between hickory's records and [`record`].
@@ -37,7 +40,9 @@
 
 pub mod api;
 pub mod app;
+pub mod atomic_file;
 pub mod config;
+pub mod descriptors;
 pub mod dns;
 pub mod health;
 pub mod hickory;

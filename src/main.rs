@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Check { config } => match sipdns::state::check(&config) {
+        Command::Check { config } => match sipdns::app::check(&config) {
             Ok(summary) => {
                 eprintln!("{summary}");
                 ExitCode::SUCCESS

@@ -62,6 +62,12 @@ pub struct Metrics {
     /// 1 if the last reload attempt succeeded (or none was made since start), else 0: the
     /// files on disk are not what is running.
     pub reload_last_ok: IntGauge,
+    /// Admin state files moved aside at start because they could not be used, by reason
+    /// (`unreadable`, `empty`, `corrupt`).
+    pub state_file_quarantined: IntCounterVec,
+    /// API connections closed at once because every slot (`api.max_connections`) was
+    /// taken.
+    pub api_connections_rejected: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -241,6 +247,18 @@ impl Metrics {
             ),
             reload_timestamp,
             reload_last_ok,
+            state_file_quarantined: counter(
+                &r,
+                "sipdns_state_file_quarantined_total",
+                "Admin state files moved aside at start because they could not be used, by reason.",
+                &["reason"],
+            ),
+            api_connections_rejected: counter(
+                &r,
+                "sipdns_api_connections_rejected_total",
+                "API connections closed at once because every slot was taken, by limit.",
+                &["limit"],
+            ),
             registry: r,
         };
         m.zero_known_labels();
@@ -299,6 +317,12 @@ impl Metrics {
         }
         for res in ["ok", "error"] {
             let _ = self.reloads.with_label_values(&[res]);
+        }
+        for reason in ["unreadable", "empty", "corrupt"] {
+            let _ = self.state_file_quarantined.with_label_values(&[reason]);
+        }
+        for limit in ["max_connections", "descriptors"] {
+            let _ = self.api_connections_rejected.with_label_values(&[limit]);
         }
     }
 

@@ -78,6 +78,7 @@ fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
         r!(GET "/readyz", Open, readyz),
         r!(GET "/metrics", Open, metrics),
         r!(GET "/api/v1/openapi.json", Token, openapi_doc),
+        r!(GET "/api/v1/status", Token, status),
         r!(GET "/api/v1/zones", Token, list_zones),
         r!(POST "/api/v1/zones", Token, create_zone),
         r!(GET "/api/v1/zones/{zone}", Token, get_zone),
@@ -121,13 +122,19 @@ async fn livez() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let r = s.readiness();
+    let r = s.ready_code();
     let status = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(r)).into_response()
+}
+
+/// The readiness detail with the last reload error: token only.
+async fn status(State(s): State<ApiState>) -> Response {
+    let r = s.readiness();
+    (StatusCode::OK, Json(r)).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

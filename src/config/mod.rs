@@ -189,6 +189,10 @@ pub struct ZonesConfig {
     /// Merge mode of RFC 1035 `*.zone` files, by zone name (YAML zones carry their own).
     #[serde(default)]
     pub modes: BTreeMap<DomainName, MergeMode>,
+    /// Largest zone file read, in bytes (a `.zone` file together with what it
+    /// `$INCLUDE`s). A bigger file is refused with an error naming it.
+    #[serde(default = "default_zone_max_file_size")]
+    pub max_file_size: u64,
 }
 
 /// How a zone's static records combine with upstream's.
@@ -260,14 +264,40 @@ pub struct ProbeConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeTlsConfig {
-    /// PEM file of CA certificates to trust; empty means the bundled web PKI roots are not
-    /// used either, so set this for TLS targets.
+    /// PEM file of CA certificates to trust (see `trust`).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Verify the server certificate against `ca_file` and the SRV target name. Turning this
-    /// off is an explicit opt-out for lab setups.
+    /// Verify the server certificate against the trusted CAs and the SRV target name.
+    /// Turning this off is an explicit opt-out for lab setups.
     #[serde(default = "default_true")]
     pub verify: bool,
+    /// Which CAs are trusted: `system` (the system trust store), `file` (only `ca_file`) or
+    /// `both`. Unset: `file` when `ca_file` is set, else `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TlsTrust>,
+}
+
+/// `sip.probe.tls.trust`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsTrust {
+    /// The system trust store (`/etc/ssl/certs`, `SSL_CERT_FILE`, `SSL_CERT_DIR`).
+    System,
+    /// Only the CAs in `ca_file`.
+    File,
+    /// The system store and `ca_file`.
+    Both,
+}
+
+impl ProbeTlsConfig {
+    /// `trust`, or its default: `file` with a `ca_file`, else `system`.
+    pub fn effective_trust(&self) -> TlsTrust {
+        self.trust.unwrap_or(if self.ca_file.is_some() {
+            TlsTrust::File
+        } else {
+            TlsTrust::System
+        })
+    }
 }
 
 impl Default for ProbeTlsConfig {
@@ -275,6 +305,7 @@ impl Default for ProbeTlsConfig {
         Self {
             ca_file: None,
             verify: true,
+            trust: None,
         }
     }
 }
@@ -474,6 +505,14 @@ pub struct ApiConfig {
     /// Environment variable holding the bearer token (used when `token_file` is unset).
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// Most API connections open at once; one over it is closed at once. sipdns may lower
+    /// it at start to fit the open-files limit (logged).
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Deadline for a request's headers, then for its whole body; a slower client is cut
+    /// off. A kept-alive connection that starts no new request within it is closed too.
+    #[serde(default = "default_api_request_timeout", with = "human")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -482,6 +521,8 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             token_file: None,
             token_env: default_token_env(),
+            max_connections: default_api_max_connections(),
+            request_timeout: default_api_request_timeout(),
         }
     }
 }
@@ -537,6 +578,7 @@ impl Default for ZonesConfig {
         Self {
             dir: default_zones_dir(),
             modes: BTreeMap::new(),
+            max_file_size: default_zone_max_file_size(),
         }
     }
 }
@@ -717,6 +759,18 @@ fn default_api_listen() -> Option<SocketAddr> {
 fn default_token_env() -> String {
     "SIPDNS_API_TOKEN".to_owned()
 }
+fn default_api_max_connections() -> usize {
+    64
+}
+fn default_api_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_zone_max_file_size() -> u64 {
+    DEFAULT_ZONE_MAX_FILE_SIZE
+}
+
+/// The default of `zones.max_file_size`: 64 MiB.
+pub const DEFAULT_ZONE_MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// Durations written for people: `500ms`, `5s`, `1m 30s`, `1d`.
 pub mod human {

@@ -189,15 +189,10 @@ impl Prober {
         shutdown: CancellationToken,
     ) -> Result<ProberHandle, ProbeError> {
         let admin = match &state_file {
-            Some(p) => AdminTable::load(p)?,
+            Some(p) => AdminTable::load_at_start(p, &metrics),
             None => AdminTable::default(),
         };
         let tls = transport::tls_connector(&cfg.probe.tls)?;
-        if cfg.probe.tls.verify && cfg.probe.tls.ca_file.is_none() {
-            tracing::warn!(
-                "sip.probe.tls has no ca_file: TLS targets will fail certificate verification"
-            );
-        }
         let cfg = Arc::new(cfg.clone());
         let (config_tx, config_rx) = watch::channel(cfg.clone());
         let (ready_tx, ready_rx) = watch::channel(false);

@@ -10,6 +10,7 @@
 )]
 
 mod api;
+mod attacks;
 mod common;
 mod config_files;
 mod deploy;
