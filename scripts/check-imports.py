@@ -38,7 +38,9 @@ LAYERS = [
     "dns",       # the UDP/TCP listeners and the wire format
     "notify",    # systemd readiness / watchdog notifications
     "reload",    # hot reload: validate aside, swap, tell the followers
-    "api",       # the REST API (HTTP only)
+    "events",    # webhooks: a prober observer and a reload-result hook
+    "api",       # the REST API (HTTP only) and the status page
+    "cli",       # the command-line client of the API (over HTTP; reads the config only)
     "app",       # wiring only: nothing imports it but main
     "main",      # the binary
 ]

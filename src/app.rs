@@ -19,7 +19,10 @@ use crate::{
         handler::Handler,
         server::{self, Limits},
     },
-    health::{AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle},
+    health::{
+        AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle, admin::Drain,
+        observer::AdminCause,
+    },
     metrics::Metrics,
     record::{Answer, DomainName, RType},
     reload::Reloader,
@@ -85,8 +88,9 @@ impl Server {
             .udp_loops(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
-        // Read at start only: a change of `api:` takes a restart.
+        // Read at start only: a change of `api:` or `events:` takes a restart.
         let api_config = config.api.clone();
+        let events = crate::events::Events::start(&config.events, metrics.clone());
         let resolver = Arc::new(Resolver::new(
             Data {
                 config: Arc::new(config),
@@ -107,6 +111,11 @@ impl Server {
         )
         .context("starting the SIP prober")?;
         resolver.set_health(prober.snapshot());
+        let history = Arc::new(crate::health::history::History::default());
+        prober.observe(history.clone());
+        if events.is_active() {
+            prober.observe(events.clone());
+        }
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
         // The real bound on upstream waits is in the resolver; this one is a safety net.
         let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));
@@ -172,6 +181,9 @@ impl Server {
                 prober.reconfigure(&data.config.sip)
             }));
         }
+        if events.is_active() {
+            reloader.on_result(Box::new(move |r| events.reload(r)));
+        }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
         let mut api_addr = None;
         if let Some(addr) = api_config.listen {
@@ -192,7 +204,9 @@ impl Server {
             .with_limits(api::ApiLimits {
                 max_connections: budget.api,
                 request_timeout: api_config.request_timeout,
-            });
+            })
+            .with_history(history)
+            .with_ui(api_config.ui);
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
         Ok(Self {
@@ -269,10 +283,22 @@ impl TargetControl for ProberTargets {
     }
 
     fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), AdminError> {
-        self.0.set_admin(key, state).map_err(|e| match e {
-            ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
-            other => AdminError::Failed(other.to_string()),
-        })
+        self.0
+            .set_admin(key, state)
+            .map_err(|e| admin_error(key, e))
+    }
+
+    fn drain(&self, key: &TargetKey, drain: Drain) -> Result<(), AdminError> {
+        self.0
+            .set_admin_with(key, AdminState::Drained, Some(drain), AdminCause::Api)
+            .map_err(|e| admin_error(key, e))
+    }
+}
+
+fn admin_error(key: &TargetKey, e: ProbeError) -> AdminError {
+    match e {
+        ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
+        other => AdminError::Failed(other.to_string()),
     }
 }
 

@@ -26,7 +26,9 @@
 //! - [`health`]: target health state, the SIP OPTIONS codec and the prober task.
 //! - [`policy`]: the pure health policy that reorders and withholds records.
 //! - [`dns`]: the UDP/TCP listeners and the wire format.
-//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`.
+//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`, the status page.
+//! - [`cli`]: the command-line client of the API (`sipdns status`, `targets`, `drain` ...).
+//! - [`events`]: webhooks for transitions, drains and reloads.
 //! - [`metrics`]: every Prometheus series.
 //! - [`reload`]: hot reload (file change, SIGHUP, API) and zone edits: validate aside, swap
 //!   atomically, tell the followers.
@@ -41,9 +43,11 @@
 pub mod api;
 pub mod app;
 pub mod atomic_file;
+pub mod cli;
 pub mod config;
 pub mod descriptors;
 pub mod dns;
+pub mod events;
 pub mod health;
 pub mod hickory;
 pub mod memory;

@@ -68,6 +68,11 @@ pub struct Metrics {
     /// API connections closed at once because every slot (`api.max_connections`) was
     /// taken.
     pub api_connections_rejected: IntCounterVec,
+    /// Events delivered to webhooks, by kind (`transition`, `admin`, `reload`).
+    pub events_sent: IntCounterVec,
+    /// Events not delivered to a webhook, by reason (`queue_full`: the receiver's queue was
+    /// full; `failed`: every attempt failed).
+    pub events_dropped: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -245,6 +250,18 @@ impl Metrics {
                 "Config and zone reloads, by result.",
                 &["result"],
             ),
+            events_sent: counter(
+                &r,
+                "sipdns_events_sent_total",
+                "Events delivered to webhooks, by kind.",
+                &["kind"],
+            ),
+            events_dropped: counter(
+                &r,
+                "sipdns_events_dropped_total",
+                "Events not delivered to a webhook, by reason.",
+                &["reason"],
+            ),
             reload_timestamp,
             reload_last_ok,
             state_file_quarantined: counter(
@@ -323,6 +340,12 @@ impl Metrics {
         }
         for limit in ["max_connections", "descriptors"] {
             let _ = self.api_connections_rejected.with_label_values(&[limit]);
+        }
+        for k in ["transition", "admin", "reload"] {
+            let _ = self.events_sent.with_label_values(&[k]);
+        }
+        for r in ["queue_full", "failed"] {
+            let _ = self.events_dropped.with_label_values(&[r]);
         }
     }
 

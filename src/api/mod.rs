@@ -22,6 +22,7 @@ pub mod auth;
 mod error;
 pub mod openapi;
 pub mod routes;
+mod ui;
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,7 +39,7 @@ use tokio::{
 };
 
 use crate::{
-    health::AdminState,
+    health::{AdminState, admin::Drain, history::History},
     metrics::Metrics,
     reload::{ReloadStatus, Reloader},
     resolve::Resolver,
@@ -70,6 +71,13 @@ pub trait TargetControl: Send + Sync {
     /// Drains or enables one target. May block on file I/O (the admin state file): the API
     /// calls it on the blocking pool.
     fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), AdminError>;
+
+    /// Drains one target with an end time, a note and an author (a timed drain ends by
+    /// itself). Blocks like [`Self::set_admin`]. Without support for details, a plain drain.
+    fn drain(&self, key: &TargetKey, drain: Drain) -> Result<(), AdminError> {
+        let _ = drain;
+        self.set_admin(key, AdminState::Drained)
+    }
 }
 
 /// Everything a handler can reach. Cloned per request (a few `Arc`s).
@@ -88,6 +96,10 @@ pub struct ApiState {
     /// Turns true when the first probe round is done; `None`: no prober, nothing to wait
     /// for.
     pub(crate) first_round: Option<watch::Receiver<bool>>,
+    /// The last hour per target, for the status page (`None`: no history kept).
+    pub(crate) history: Option<Arc<History>>,
+    /// Serve the status page at `/` (`api.ui`).
+    pub(crate) ui: bool,
     /// What one client may hold.
     pub(crate) limits: ApiLimits,
 }
@@ -136,8 +148,22 @@ impl ApiState {
             token: token.map(Arc::new),
             targets: None,
             first_round: None,
+            history: None,
+            ui: true,
             limits: ApiLimits::default(),
         }
+    }
+
+    /// Connects the history the status page draws its strips from.
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Turns the status page at `/` on or off (`api.ui`).
+    pub fn with_ui(mut self, ui: bool) -> Self {
+        self.ui = ui;
+        self
     }
 
     /// Sets the connection and time bounds [`serve`] enforces.

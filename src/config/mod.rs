@@ -61,9 +61,111 @@ pub struct Config {
     /// Where operator state that must survive a restart (drained targets) is kept.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// How log lines are written.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where events (transitions, drains, reloads) are sent.
+    #[serde(default)]
+    pub events: EventsConfig,
     /// Hints about the phones, for `sipdns check` and `sipdns phones`.
     #[serde(default)]
     pub phones: PhonesConfig,
+}
+
+/// `log:` — read at start (a change takes a restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (for people; colours only on a terminal) or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `2026-01-01T08:00:00Z  INFO message key=value`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `events:` — read at start (a change takes a restart).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// URLs that receive a JSON POST for every event.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL.
+    pub url: WebhookUrl,
+    /// File holding a token sent as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding that token (used when `token_file` is unset).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Time for one delivery attempt.
+    #[serde(default = "default_webhook_timeout", with = "human")]
+    pub timeout: Duration,
+    /// Further attempts after a failed one (with doubling back-off from 500 ms).
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+    /// Events waiting for this receiver at most; more are dropped and counted.
+    #[serde(default = "default_webhook_queue")]
+    pub queue: usize,
+}
+
+/// A webhook URL: `http://` or `https://`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    /// The URL text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WebhookUrl {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(Self(s)),
+            _ => Err(format!(
+                "{s:?} is not a webhook URL; write http://host[:port]/path or https://..."
+            )),
+        }
+    }
+}
+
+impl From<WebhookUrl> for String {
+    fn from(u: WebhookUrl) -> Self {
+        u.0
+    }
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_webhook_retries() -> u32 {
+    3
+}
+fn default_webhook_queue() -> usize {
+    1000
 }
 
 /// `phones:` — what the operator knows about the phones (optional hints, no behaviour).
@@ -513,6 +615,9 @@ pub struct ApiConfig {
     /// off. A kept-alive connection that starts no new request within it is closed too.
     #[serde(default = "default_api_request_timeout", with = "human")]
     pub request_timeout: Duration,
+    /// Serve the status page at `/` (its data still needs the token).
+    #[serde(default = "default_true")]
+    pub ui: bool,
 }
 
 impl Default for ApiConfig {
@@ -523,6 +628,7 @@ impl Default for ApiConfig {
             token_env: default_token_env(),
             max_connections: default_api_max_connections(),
             request_timeout: default_api_request_timeout(),
+            ui: true,
         }
     }
 }
@@ -876,6 +982,11 @@ impl Config {
         }
         if let Some(p) = &mut self.api.token_file {
             fix(p);
+        }
+        for w in &mut self.events.webhooks {
+            if let Some(p) = &mut w.token_file {
+                fix(p);
+            }
         }
         if let Some(p) = &mut self.sip.probe.tls.ca_file {
             fix(p);

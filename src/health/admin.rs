@@ -8,16 +8,46 @@
 //! starts with no drained targets ([`AdminTable::load_at_start`]). Only drained targets are stored;
 //! every other target is enabled. A drained target stays drained while it is absent from
 //! DNS, so it is still drained when it comes back.
+//!
+//! A drain may carry a [`Drain`]: an end time (a maintenance window that ends by itself,
+//! even across a restart: the end is stored as wall-clock time), a note and who set it.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
-use crate::target::TargetKey;
+use crate::{shutdown::CancellationToken, target::TargetKey};
+
+/// How often the drain timer looks again when no drain ends sooner: a drain set meanwhile,
+/// or a step of the wall clock, is noticed within this.
+const DRAIN_CHECK: Duration = Duration::from_secs(1);
+
+/// Ends timed drains when their time comes (wall clock, so an end written before a
+/// restart holds after it): `end(now)` enables what has ended, `next_end()` tells when the
+/// next one ends. Runs until `shutdown`.
+pub(super) async fn end_drains(
+    next_end: impl Fn() -> Option<SystemTime>,
+    end: impl Fn(SystemTime),
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = SystemTime::now();
+        end(now);
+        let wait = next_end()
+            .and_then(|t| t.duration_since(now).ok())
+            .unwrap_or(DRAIN_CHECK)
+            .clamp(Duration::from_millis(50), DRAIN_CHECK);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +94,77 @@ struct FileFormat {
     /// Drained targets, as `192.0.2.10:5060/udp`.
     #[serde(default)]
     drained: Vec<String>,
+    /// End time, note and author of drains that have them, by target.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    drains: BTreeMap<String, Drain>,
+}
+
+/// The details of a drain: when it ends by itself, why and by whom. All optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drain {
+    /// When the drain ends by itself (RFC 3339, UTC); `null`: until enabled.
+    #[serde(default, with = "rfc3339")]
+    pub until: Option<SystemTime>,
+    /// The operator's note ("firmware upgrade").
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Who drained it, as the client said (`alice@desk`, `status page`).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+impl Drain {
+    /// A drain lasting `duration` from now.
+    pub fn for_duration(duration: Duration, note: Option<String>, by: Option<String>) -> Self {
+        Self {
+            until: SystemTime::now().checked_add(duration),
+            note,
+            by,
+        }
+    }
+
+    /// True if the drain has an end at or before `now`.
+    pub fn ended(&self, now: SystemTime) -> bool {
+        self.until.is_some_and(|u| u <= now)
+    }
+}
+
+/// `Option<SystemTime>` as an RFC 3339 string (second precision) or null.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_seconds(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| {
+                humantime::parse_rfc3339_weak(&t).map_err(|e| {
+                    serde::de::Error::custom(format!("{t:?} is not an RFC 3339 time: {e}"))
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Admin state of every target that is not simply enabled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminTable {
     states: BTreeMap<TargetKey, AdminState>,
+    /// Details of drains that have any (a subset of the drained keys).
+    drains: BTreeMap<TargetKey, Drain>,
 }
 
 impl AdminTable {
@@ -78,18 +173,51 @@ impl AdminTable {
         self.states.get(key).copied().unwrap_or_default()
     }
 
-    /// Sets a target's admin state; returns true if it changed.
+    /// Sets a target's admin state; returns true if it changed. Enabling forgets the
+    /// drain's details; draining without details keeps those of a drain in force.
     pub fn set(&mut self, key: TargetKey, state: AdminState) -> bool {
         let old = self.get(&key);
         match state {
             AdminState::Enabled => {
                 self.states.remove(&key);
+                self.drains.remove(&key);
             }
             AdminState::Drained => {
                 self.states.insert(key, state);
             }
         }
         old != state
+    }
+
+    /// Drains a target with these details (replacing earlier ones); returns true if the
+    /// state or the details changed.
+    pub fn drain(&mut self, key: TargetKey, drain: Drain) -> bool {
+        let changed = self.set(key, AdminState::Drained);
+        let details_changed = if drain == Drain::default() {
+            self.drains.remove(&key).is_some()
+        } else {
+            self.drains.insert(key, drain.clone()) != Some(drain)
+        };
+        changed || details_changed
+    }
+
+    /// The details of a target's drain, if it is drained with any.
+    pub fn drain_of(&self, key: &TargetKey) -> Option<&Drain> {
+        self.drains.get(key)
+    }
+
+    /// Drained targets whose drain has ended at `now`.
+    pub fn ended(&self, now: SystemTime) -> Vec<TargetKey> {
+        self.drains
+            .iter()
+            .filter(|(_, d)| d.ended(now))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The earliest end of a timed drain.
+    pub fn next_end(&self) -> Option<SystemTime> {
+        self.drains.values().filter_map(|d| d.until).min()
     }
 
     /// True if the table holds a non-default state for this key.
@@ -129,6 +257,15 @@ impl AdminTable {
             let key: TargetKey = entry.parse().map_err(err)?;
             table.set(key, AdminState::Drained);
         }
+        for (entry, drain) in file.drains {
+            let key: TargetKey = entry.parse().map_err(err)?;
+            if table.get(&key) != AdminState::Drained {
+                return Err(err(format!(
+                    "drains: {entry} has details but is not in drained"
+                )));
+            }
+            table.drain(key, drain);
+        }
         Ok(table)
     }
 
@@ -146,6 +283,11 @@ impl AdminTable {
                 .iter()
                 .filter(|(_, s)| **s == AdminState::Drained)
                 .map(|(k, _)| k.to_string())
+                .collect(),
+            drains: self
+                .drains
+                .iter()
+                .map(|(k, d)| (k.to_string(), d.clone()))
                 .collect(),
         };
         let mut text = serde_json::to_string_pretty(&file).map_err(|e| StateFileError {
@@ -168,7 +310,7 @@ impl AdminTable {
             Ok(table) => return table,
             Err(e) => e,
         };
-        let aside = quarantine_path(path, std::time::SystemTime::now());
+        let aside = quarantine_path(path, SystemTime::now());
         let moved = std::fs::rename(path, &aside);
         metrics
             .state_file_quarantined
@@ -212,14 +354,14 @@ impl AdminTable {
             Err(e) => format!(
                 "warning: {e}; at start sipdns would move it aside to {} and start with no \
                  drained targets",
-                quarantine_path(path, std::time::SystemTime::now()).display()
+                quarantine_path(path, SystemTime::now()).display()
             ),
         }
     }
 }
 
 /// `<path>.corrupt-<UTC timestamp>`, e.g. `state.json.corrupt-20261207T013000Z`.
-fn quarantine_path(path: &Path, now: std::time::SystemTime) -> PathBuf {
+fn quarantine_path(path: &Path, now: SystemTime) -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(now)
         .to_string()
         .replace(['-', ':'], "");
@@ -258,6 +400,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn a_timed_drain_is_saved_with_its_end_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let k: TargetKey = "192.0.2.10:5060/udp".parse().unwrap();
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let d = Drain {
+            until: Some(end),
+            note: Some("firmware".into()),
+            by: Some("alice".into()),
+        };
+        let mut t = AdminTable::default();
+        assert!(t.drain(k, d.clone()));
+        assert!(!t.drain(k, d.clone()));
+        t.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("2027-01-15T08:00:00Z"), "{text}");
+        let back = AdminTable::load(&path).unwrap();
+        assert_eq!(back.drain_of(&k), Some(&d));
+        assert_eq!(back.next_end(), Some(end));
+        assert!(back.ended(end - Duration::from_secs(1)).is_empty());
+        assert_eq!(back.ended(end), vec![k]);
+        let mut t = back;
+        assert!(t.set(k, AdminState::Enabled));
+        assert_eq!(t.drain_of(&k), None);
+        assert_eq!(t.next_end(), None);
     }
 
     #[test]

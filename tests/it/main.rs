@@ -11,10 +11,12 @@
 
 mod api;
 mod attacks;
+mod cli;
 mod common;
 mod config_files;
 mod deploy;
 mod dns;
+mod events;
 mod failover;
 mod faults;
 mod forwarding;
@@ -24,4 +26,5 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
+mod ui;
 mod upstream;
