@@ -22,6 +22,7 @@ mod faults;
 mod forwarding;
 mod hostile;
 mod icmp_forgery;
+mod linphone;
 mod metrics;
 mod phone;
 mod prober;
