@@ -12,11 +12,10 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use arc_swap::ArcSwap;
 use sipdns::{
     config::{Config, MergeMode},
     dns::handler::Handler,
-    health::{AdminState, Health, HealthSnapshot, TargetStatus},
+    health::{AdminState, Health, HealthHandle, HealthSnapshot, TargetStatus},
     metrics::Metrics,
     record::DomainName,
     resolve::Resolver,
@@ -120,7 +119,7 @@ fn build(config_text: &str) -> Env {
         let resolver = rt.block_on(async {
             let forwarder =
                 Arc::new(Forwarder::new(&config.upstream, metrics.clone()).expect("forwarder"));
-            let health = Arc::new(ArcSwap::from_pointee(snapshot()));
+            let health = HealthHandle::from_snapshot(snapshot());
             let resolver = Arc::new(Resolver::new(
                 Data {
                     config: Arc::new(config),

@@ -22,6 +22,8 @@ mod failover;
 mod faults;
 mod forwarding;
 mod hostile;
+mod icmp_forgery;
+mod linphone;
 mod metrics;
 mod phone;
 mod prober;
