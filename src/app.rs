@@ -129,6 +129,11 @@ impl Server {
         let udp_loops = config
             .dns
             .udp_loops(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // Secondary zones (zones.secondary): the copies kept on disk answer from the start;
+        // transfers run in the background once the listeners are up.
+        let secondaries = zones::secondary::Secondaries::open(&config.zones, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("zones.secondary: {e}"))?;
+        let zones = secondaries.overlay(&zones);
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
         // Read at start only: a change of `api:` takes a restart.
@@ -205,6 +210,22 @@ impl Server {
             }));
         }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
+        if !secondaries.is_empty() {
+            // [secondary zones] laid over every reload; a transfer swaps the state like one;
+            // NOTIFY answered on the DNS listeners.
+            let overlay = secondaries.clone();
+            reloader.set_overlay(Arc::new(move |z: &ZoneStore| overlay.overlay(z)));
+            let weak = Arc::downgrade(&reloader);
+            secondaries.start(
+                Arc::new(move || {
+                    if let Some(r) = weak.upgrade() {
+                        r.apply_overlay();
+                    }
+                }),
+                shutdown.clone(),
+            );
+            handler.set_notify(secondaries.clone());
+        }
         let mut api_addr = None;
         if let Some(addr) = api_config.listen {
             let listener = TcpListener::bind(addr)
@@ -220,7 +241,8 @@ impl Server {
                 ApiToken::from_config(&api_config),
             )
             .with_targets(Arc::new(ProberTargets(prober.clone())))
-            .with_readiness(prober.ready());
+            .with_readiness(prober.ready())
+            .with_secondaries(secondaries.clone());
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
         Ok(Self {

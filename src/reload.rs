@@ -15,6 +15,7 @@ use crate::{
     metrics::Metrics,
     resolve::{Data, Resolver},
     shutdown::CancellationToken,
+    zones::ZoneStore,
 };
 
 /// The outcome of the last reload attempt.
@@ -33,6 +34,10 @@ pub struct ReloadStatus {
 /// Something else that must follow a reload (the prober's target list).
 pub type ReloadHook = Box<dyn Fn(&Data) + Send + Sync>;
 
+/// Zones of another source laid over every store loaded from `zones/` (the transferred
+/// secondary zones, [`crate::zones::secondary`]).
+pub type ZoneOverlay = Arc<dyn Fn(&ZoneStore) -> ZoneStore + Send + Sync>;
+
 /// Reloads config and zones for one running server.
 pub struct Reloader {
     config_path: PathBuf,
@@ -47,6 +52,8 @@ pub struct Reloader {
     /// The text of the config file in force, once a reload has read it: an unchanged
     /// config is not parsed again when only a zone changed.
     config_text: Mutex<Option<String>>,
+    /// Secondary zones laid over every reloaded store.
+    overlay: Mutex<Option<ZoneOverlay>>,
 }
 
 impl Reloader {
@@ -65,6 +72,7 @@ impl Reloader {
             write_lock: Mutex::new(()),
             hooks: Mutex::new(Vec::new()),
             config_text: Mutex::new(None),
+            overlay: Mutex::new(None),
         }
     }
 
@@ -73,6 +81,41 @@ impl Reloader {
         if let Ok(mut h) = self.hooks.lock() {
             h.push(hook);
         }
+    }
+
+    /// Lays `overlay` over the zones of every later reload.
+    pub fn set_overlay(&self, overlay: ZoneOverlay) {
+        if let Ok(mut o) = self.overlay.lock() {
+            *o = Some(overlay);
+        }
+    }
+
+    fn overlaid(&self, zones: ZoneStore) -> ZoneStore {
+        match self.overlay.lock().ok().and_then(|o| o.clone()) {
+            Some(f) => f(&zones),
+            None => zones,
+        }
+    }
+
+    /// Swaps in the state in force with the overlay laid over it again (a secondary zone
+    /// was transferred, expired or removed): atomically like a reload, under the same
+    /// lock, with the same hooks; not counted as a reload.
+    pub fn apply_overlay(&self) {
+        let Ok(_guard) = self.write_lock.lock() else {
+            return;
+        };
+        let current = self.resolver.data();
+        let data = Data {
+            config: current.config.clone(),
+            zones: Arc::new(self.overlaid((*current.zones).clone())),
+        };
+        self.resolver.swap(data.clone());
+        if let Ok(hooks) = self.hooks.lock() {
+            for h in hooks.iter() {
+                h(&data);
+            }
+        }
+        drop(current);
     }
 
     /// The config file.
@@ -109,7 +152,7 @@ impl Reloader {
                 .map_err(|e| format!("upstream settings rejected: {e}"))?;
             let data = Data {
                 config: Arc::new(config),
-                zones: Arc::new(zones),
+                zones: Arc::new(self.overlaid(zones)),
             };
             Ok((data, text))
         });

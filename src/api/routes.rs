@@ -151,7 +151,11 @@ async fn openapi_doc() -> Response {
 }
 
 async fn list_zones(State(s): State<ApiState>) -> Json<Vec<edit::ZoneSummary>> {
-    Json(edit::list(&s.resolver.data()))
+    let data = s.resolver.data();
+    Json(match &s.secondaries {
+        Some(sec) => edit::list_with_secondaries(&data, sec.status()),
+        None => edit::list(&data),
+    })
 }
 
 async fn get_zone(

@@ -250,5 +250,56 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
         );
     }
 
+    secondary(c, &mut out);
     out
+}
+
+/// `zones.secondary`: each entry names one zone or one catalog, has primaries, and no zone
+/// is followed twice.
+fn secondary(c: &Config, out: &mut Vec<ValidationError>) {
+    let mut seen = HashSet::new();
+    for (i, s) in c.zones.secondary.iter().enumerate() {
+        let at = format!("zones.secondary[{i}]");
+        let name = match (&s.zone, &s.catalog) {
+            (Some(z), None) | (None, Some(z)) => Some(z),
+            (Some(_), Some(_)) => {
+                err(out, &at, "give either `zone` or `catalog`, not both");
+                None
+            }
+            (None, None) => {
+                err(
+                    out,
+                    &at,
+                    "give `zone` (one zone) or `catalog` (a catalog zone)",
+                );
+                None
+            }
+        };
+        if let Some(z) = name
+            && !seen.insert(z.clone())
+        {
+            err(out, &at, format!("{z} is followed twice"));
+        }
+        if let Some(z) = &s.zone
+            && c.zones.modes.contains_key(z)
+        {
+            err(
+                out,
+                format!("{at}.zone"),
+                format!("{z} is also a zone file in zones.modes; a zone has one source"),
+            );
+        }
+        if s.primaries.is_empty() {
+            err(
+                out,
+                format!("{at}.primaries"),
+                "at least one primary is needed",
+            );
+        }
+        for (key, v) in [("refresh", s.refresh), ("retry", s.retry)] {
+            if v.is_some_and(|d| d < Duration::from_secs(1)) {
+                err(out, format!("{at}.{key}"), "must be at least 1s");
+            }
+        }
+    }
 }

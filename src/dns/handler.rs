@@ -56,6 +56,9 @@ pub struct Handler {
     /// `dns_duration` by transport, resolved once: the fast path hashes no label strings.
     duration: [Histogram; 2],
     limiter: RateLimiter,
+    /// Secondary zones: answers NOTIFY (set only when some are configured; otherwise
+    /// NOTIFY gets NOTIMP like any other opcode).
+    notify: std::sync::OnceLock<Arc<crate::zones::secondary::Secondaries>>,
 }
 
 /// Encoded responses kept by the fast path.
@@ -104,6 +107,7 @@ impl Handler {
             cache: AnswerCache::new(ANSWER_CACHE_SIZE),
             duration,
             limiter: RateLimiter::new(),
+            notify: std::sync::OnceLock::new(),
         }
     }
 
@@ -117,6 +121,11 @@ impl Handler {
         let data = self.resolver.data_guard();
         self.limiter
             .prune(&data.config.dns.rate_limit, Instant::now());
+    }
+
+    /// Hands NOTIFY messages (RFC 1996) to the secondary zones from now on.
+    pub fn set_notify(&self, secondaries: Arc<crate::zones::secondary::Secondaries>) {
+        let _ = self.notify.set(secondaries);
     }
 
     /// The resolver.
@@ -182,6 +191,21 @@ impl Handler {
                     None => Fast::Dropped,
                 },
                 _ => Fast::Dropped,
+            };
+        }
+        // [secondary zones] NOTIFY (opcode 4, QR clear) before the ACL: the primaries
+        // are checked by the secondaries themselves, and need not be in `dns.allow`.
+        if let Some(secondaries) = self.notify.get()
+            && bytes.len() >= 12
+            && bytes[2] & 0xf8 == 4 << 3
+        {
+            return match secondaries.notify(bytes, src) {
+                Some(resp) => {
+                    out.clear();
+                    out.extend_from_slice(&resp);
+                    Fast::Answered
+                }
+                None => Fast::Dropped,
             };
         }
         if !allowed {

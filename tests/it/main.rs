@@ -22,5 +22,6 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
+mod secondary;
 mod support_sip;
 mod upstream;
