@@ -771,3 +771,59 @@ zone \"pbx.example.org\" {{ type primary; file \"{d}/pbx.example.org.zone\"; all
     );
     named.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knot_corrupt_disk_copy_is_set_aside_and_transferred_again() {
+    let kdir = tempfile::tempdir().unwrap();
+    let kport = free_port();
+    let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
+    secret(kdir.path(), 1);
+    let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(3, 60, 10, 600));
+    let _knot = Knot::start(
+        kdir.path(),
+        kport,
+        &[(ZONE, body)],
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    // A copy cut short by a disk fault: no SOA, half a record.
+    let sdir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        sdir.path().join("pbx.example.org.zone"),
+        "$ORIGIN pbx.example.org.\nsip 60 IN A 192.0.2.\n",
+    )
+    .unwrap();
+    let config = secondary_config(
+        primary,
+        &kdir.path().join("tsig.key"),
+        &format!("zone: {ZONE}"),
+        "",
+    )
+    .replace(
+        "secondary_dir: secondary",
+        &format!("secondary_dir: {}", sdir.path().display()),
+    );
+    let s = server::start_with_api(&config, &[]).await;
+    wait_answer(
+        &s,
+        "sip.pbx.example.org.",
+        &["192.0.2.10"],
+        Duration::from_secs(5),
+    )
+    .await;
+    let names: Vec<String> = std::fs::read_dir(sdir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("pbx.example.org.zone.corrupt-")),
+        "{names:?}"
+    );
+    // The new copy replaced it, with the primary's serial.
+    let copy = std::fs::read_to_string(sdir.path().join("pbx.example.org.zone")).unwrap();
+    assert!(copy.contains("serial 3"), "{copy}");
+    let st = status_of(&s, ZONE).await;
+    assert_eq!(st["serial"], 3, "{st:#}");
+    assert_eq!(st["last_transfer"]["kind"], "axfr");
+}

@@ -424,6 +424,14 @@ impl Secondaries {
         }
         if let Some(z) = &held {
             self.set_serial_metrics(&settings, z);
+            let l = [settings.origin.as_str()];
+            if let Some(t) = status.last_success {
+                self.metrics.zone_last_success.with_label_values(&l).set(t);
+            }
+            if let Some(at) = status.expires_at {
+                let left = at - unix(SystemTime::now());
+                self.metrics.zone_expiry.with_label_values(&l).set(left);
+            }
             if settings.role != Role::Catalog {
                 s.serving.insert(settings.origin.clone(), z.clone());
             }
@@ -655,6 +663,10 @@ impl Secondaries {
                 .zone_last_success
                 .with_label_values(&[origin.as_str()])
                 .set(unix(now));
+            self.metrics
+                .zone_expiry
+                .with_label_values(&[origin.as_str()])
+                .set(expire.as_secs_f64());
             refresh
         };
         let path = disk::path_of(&self.dir, origin);
