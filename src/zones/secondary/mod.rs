@@ -51,6 +51,9 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 /// No timer fires sooner than this after the last check.
 const MIN_DELAY: Duration = Duration::from_millis(500);
+/// Checks (and transfers) running at once: a catalog of 1,000 members at start does not
+/// open 1,000 connections to the primary at the same moment.
+const MAX_CONCURRENT_CHECKS: usize = 16;
 
 /// Tells the server that the set of transferred zones changed (it swaps its state).
 pub type Publish = Arc<dyn Fn() + Send + Sync>;
@@ -165,6 +168,7 @@ pub struct Secondaries {
     state: Mutex<State>,
     publish: OnceLock<Publish>,
     shutdown: OnceLock<CancellationToken>,
+    checks: tokio::sync::Semaphore,
 }
 
 /// Why a check failed.
@@ -254,6 +258,7 @@ impl Secondaries {
             state: Mutex::new(State::default()),
             publish: OnceLock::new(),
             shutdown: OnceLock::new(),
+            checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
         };
         let mut catalogs = Vec::new();
         for (i, c) in config.secondary.iter().enumerate() {
@@ -508,6 +513,9 @@ impl Secondaries {
     /// One serial check (and transfer when needed) over the primaries in order; returns
     /// how long until the next one.
     async fn check(self: &Arc<Self>, origin: &DomainName) -> Duration {
+        let Ok(_permit) = self.checks.acquire().await else {
+            return DEFAULT_RETRY;
+        };
         let Some((settings, held)) = self.with_entry(origin, |e| {
             e.status.last_check = Some(unix(SystemTime::now()));
             (e.settings.clone(), e.held.clone())
