@@ -134,6 +134,7 @@ impl Server {
         let secondaries = zones::secondary::Secondaries::open(&config.zones, metrics.clone())
             .map_err(|e| anyhow::anyhow!("zones.secondary: {e}"))?;
         let zones = secondaries.overlay(&zones);
+        let config = secondaries.overlay_config(&config).unwrap_or(config);
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
         // Read at start only: a change of `api:` takes a restart.
@@ -214,7 +215,9 @@ impl Server {
             // [secondary zones] laid over every reload; a transfer swaps the state like one;
             // NOTIFY answered on the DNS listeners.
             let overlay = secondaries.clone();
-            reloader.set_overlay(Arc::new(move |z: &ZoneStore| overlay.overlay(z)));
+            reloader.set_overlay(Arc::new(move |c: &Config, z: &ZoneStore| {
+                (overlay.overlay_config(c), overlay.overlay(z))
+            }));
             let weak = Arc::downgrade(&reloader);
             secondaries.start(
                 Arc::new(move || {

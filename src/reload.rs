@@ -12,6 +12,7 @@ use std::{
 
 use crate::{
     app,
+    config::Config,
     metrics::Metrics,
     resolve::{Data, Resolver},
     shutdown::CancellationToken,
@@ -35,8 +36,10 @@ pub struct ReloadStatus {
 pub type ReloadHook = Box<dyn Fn(&Data) + Send + Sync>;
 
 /// Zones of another source laid over every store loaded from `zones/` (the transferred
-/// secondary zones, [`crate::zones::secondary`]).
-pub type ZoneOverlay = Arc<dyn Fn(&ZoneStore) -> ZoneStore + Send + Sync>;
+/// secondary zones, [`crate::zones::secondary`]), and the SIP domains they bring (`None`:
+/// the config as it is).
+pub type ZoneOverlay =
+    Arc<dyn Fn(&Config, &ZoneStore) -> (Option<Config>, ZoneStore) + Send + Sync>;
 
 /// Reloads config and zones for one running server.
 pub struct Reloader {
@@ -90,10 +93,13 @@ impl Reloader {
         }
     }
 
-    fn overlaid(&self, zones: ZoneStore) -> ZoneStore {
+    fn overlaid(&self, config: Config, zones: ZoneStore) -> (Config, ZoneStore) {
         match self.overlay.lock().ok().and_then(|o| o.clone()) {
-            Some(f) => f(&zones),
-            None => zones,
+            Some(f) => {
+                let (c, z) = f(&config, &zones);
+                (c.unwrap_or(config), z)
+            }
+            None => (config, zones),
         }
     }
 
@@ -105,9 +111,13 @@ impl Reloader {
             return;
         };
         let current = self.resolver.data();
+        let Some(f) = self.overlay.lock().ok().and_then(|o| o.clone()) else {
+            return;
+        };
+        let (config, zones) = f(&current.config, &current.zones);
         let data = Data {
-            config: current.config.clone(),
-            zones: Arc::new(self.overlaid((*current.zones).clone())),
+            config: config.map_or_else(|| current.config.clone(), Arc::new),
+            zones: Arc::new(zones),
         };
         self.resolver.swap(data.clone());
         if let Ok(hooks) = self.hooks.lock() {
@@ -150,9 +160,10 @@ impl Reloader {
                 .forwarder()
                 .reconfigure(&config.upstream)
                 .map_err(|e| format!("upstream settings rejected: {e}"))?;
+            let (config, zones) = self.overlaid(config, zones);
             let data = Data {
                 config: Arc::new(config),
-                zones: Arc::new(self.overlaid(zones)),
+                zones: Arc::new(zones),
             };
             Ok((data, text))
         });

@@ -243,6 +243,10 @@ pub struct CatalogGroupConfig {
     /// The member zone's merge mode.
     #[serde(default)]
     pub mode: MergeMode,
+    /// Make each member zone a managed SIP domain (under its own name) with the health
+    /// policy of this `sip.domains` entry.
+    #[serde(default)]
+    pub sip_policy: Option<DomainName>,
 }
 
 /// How a zone's static records combine with upstream's.

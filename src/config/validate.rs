@@ -255,8 +255,19 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
 }
 
 /// `zones.secondary`: each entry names one zone or one catalog, has primaries, and no zone
-/// is followed twice.
+/// is followed twice; a catalog group's SIP policy template is a `sip.domains` entry.
 fn secondary(c: &Config, out: &mut Vec<ValidationError>) {
+    for (name, g) in &c.zones.catalog_groups {
+        if let Some(t) = &g.sip_policy
+            && !c.sip.domains.iter().any(|d| &d.name == t)
+        {
+            err(
+                out,
+                format!("zones.catalog_groups.{name}.sip_policy"),
+                format!("{t} is not one of sip.domains"),
+            );
+        }
+    }
     let mut seen = HashSet::new();
     for (i, s) in c.zones.secondary.iter().enumerate() {
         let at = format!("zones.secondary[{i}]");

@@ -505,7 +505,9 @@ async fn knot_catalog_members_appear_and_disappear() {
     let kport = free_port();
     let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
     secret(kdir.path(), 1);
-    let groups = "  catalog_groups:\n    branch: { mode: fallback }\n";
+    // Members of group "branch": merge mode fallback, and managed SIP domains with the
+    // health policy of the template domain.
+    let groups = "  catalog_groups:\n    branch: { mode: fallback, sip_policy: template.example.org }\nsip:\n  domains:\n    - name: template.example.org\n";
     let s = server::start_with_api(
         &secondary_config(
             primary,
@@ -520,7 +522,13 @@ async fn knot_catalog_members_appear_and_disappear() {
         "{}version 0 IN TXT \"2\"\nm1.zones 0 IN PTR office1.example.org.\n",
         soa(1, 60, 10, 600)
     );
-    let office = |last: u8| format!("{}sip 60 IN A 192.0.2.{last}\n", soa(1, 60, 10, 600));
+    let office = |last: u8| {
+        format!(
+            "{}sip 60 IN A 127.0.0.{}\n_sip._udp 60 IN SRV 10 1 5060 sip\n",
+            soa(1, 60, 10, 600),
+            20 + last
+        )
+    };
     let knot = Knot::start(
         kdir.path(),
         kport,
@@ -534,12 +542,14 @@ async fn knot_catalog_members_appear_and_disappear() {
     wait_answer(
         &s,
         "sip.office1.example.org.",
-        &["192.0.2.1"],
+        &["127.0.0.21"],
         Duration::from_secs(6),
     )
     .await;
+    let t = Instant::now();
     let (got, _) = addresses(&s, "sip.office2.example.org.").await;
     assert!(got.is_empty(), "office2 is not a member yet");
+    eprintln!("office2 (not a member) answered after {:?}", t.elapsed());
 
     // A member added at the primary: one NOTIFY of the catalog brings it.
     let t = Instant::now();
@@ -554,7 +564,7 @@ async fn knot_catalog_members_appear_and_disappear() {
     wait_answer(
         &s,
         "sip.office2.example.org.",
-        &["192.0.2.2"],
+        &["127.0.0.22"],
         Duration::from_secs(3),
     )
     .await;
@@ -564,6 +574,27 @@ async fn knot_catalog_members_appear_and_disappear() {
     assert_eq!(st["catalog"], "catalog.example.net.");
     assert_eq!(st["group"], "branch");
     assert_eq!(st["mode"], "fallback");
+    // office2 is now a managed SIP domain: its SRV target is probed (office1, not in the
+    // group, is not).
+    let t = Instant::now();
+    loop {
+        let ips: Vec<String> = s
+            .server()
+            .prober
+            .targets()
+            .iter()
+            .map(|t| t.key.ip.to_string())
+            .collect();
+        if ips.contains(&"127.0.0.22".to_owned()) {
+            assert!(!ips.contains(&"127.0.0.21".to_owned()), "{ips:?}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "office2 not probed: {ips:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A member removed: gone within one NOTIFY.
     let t = Instant::now();

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 
 use super::{Zone, ZoneError, ZoneFormat, ZoneStore, load::zone_from_records};
 use crate::{
-    config::{CatalogGroupConfig, MergeMode, SecondaryConfig, ZonesConfig},
+    config::{CatalogGroupConfig, Config, MergeMode, SecondaryConfig, ZonesConfig},
     dns::convert,
     metrics::Metrics,
     record::{DomainName, Rec, RecordData},
@@ -140,6 +140,8 @@ struct Settings {
     retry: Option<Duration>,
     catalog: Option<DomainName>,
     group: Option<String>,
+    /// The `sip.domains` entry whose policy this member gets as a managed SIP domain.
+    sip_policy: Option<DomainName>,
 }
 
 struct Entry {
@@ -169,6 +171,9 @@ pub struct Secondaries {
     publish: OnceLock<Publish>,
     shutdown: OnceLock<CancellationToken>,
     checks: tokio::sync::Semaphore,
+    /// The SIP domains [`Self::overlay_config`] added last (names no `sip.domains` entry
+    /// had): taken out again before the next overlay, so a member removed loses its own.
+    added_domains: Mutex<HashSet<DomainName>>,
 }
 
 /// Why a check failed.
@@ -259,6 +264,7 @@ impl Secondaries {
             publish: OnceLock::new(),
             shutdown: OnceLock::new(),
             checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
+            added_domains: Mutex::new(HashSet::new()),
         };
         let mut catalogs = Vec::new();
         for (i, c) in config.secondary.iter().enumerate() {
@@ -292,6 +298,39 @@ impl Secondaries {
             Ok(s) => store.with_secondaries(&s.serving),
             Err(_) => store.clone(),
         }
+    }
+
+    /// `config` with every served catalog member whose group has a `sip_policy` made a
+    /// managed SIP domain: a copy of that `sip.domains` entry under the member's name
+    /// (unless the config names the member itself). `None` when there is nothing to add
+    /// or take out.
+    pub fn overlay_config(&self, config: &Config) -> Option<Config> {
+        let wanted: Vec<(DomainName, DomainName)> = {
+            let s = self.state.lock().ok()?;
+            s.entries
+                .iter()
+                .filter(|(o, _)| s.serving.contains_key(*o))
+                .filter_map(|(o, e)| Some((o.clone(), e.settings.sip_policy.clone()?)))
+                .collect()
+        };
+        let mut added = self.added_domains.lock().ok()?;
+        if wanted.is_empty() && added.is_empty() {
+            return None;
+        }
+        let mut c = config.clone();
+        c.sip.domains.retain(|d| !added.contains(&d.name));
+        added.clear();
+        for (member, template) in wanted {
+            if c.sip.domains.iter().any(|d| d.name == member) {
+                continue;
+            }
+            if let Some(mut d) = c.sip.domains.iter().find(|d| d.name == template).cloned() {
+                d.name = member.clone();
+                c.sip.domains.push(d);
+                added.insert(member);
+            }
+        }
+        Some(c)
     }
 
     /// Starts one task per zone; `publish` is called (on the blocking pool) after every
@@ -836,11 +875,8 @@ impl Secondaries {
         }
         let mut added = Vec::new();
         for m in cat.members.values() {
-            let mode = m
-                .group
-                .as_ref()
-                .and_then(|g| self.groups.get(g))
-                .map_or(base.mode, |g| g.mode);
+            let template = m.group.as_ref().and_then(|g| self.groups.get(g));
+            let mode = template.map_or(base.mode, |g| g.mode);
             let settings = Settings {
                 origin: m.zone.clone(),
                 role: Role::Member,
@@ -851,6 +887,7 @@ impl Secondaries {
                 retry: base.retry,
                 catalog: Some(origin.clone()),
                 group: m.group.clone(),
+                sip_policy: template.and_then(|g| g.sip_policy.clone()),
             };
             if self.add_entry(settings) {
                 added.push(m.zone.clone());
@@ -878,6 +915,7 @@ fn settings_of(c: &SecondaryConfig) -> Result<Settings, String> {
         retry: c.retry,
         catalog: None,
         group: None,
+        sip_policy: None,
     })
 }
 
