@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # sipdns against unbound and dnsmasq, side by side on loopback (issue 6): the one command
-# behind the README's "Performance" section.
+# behind docs/performance.md.
 #
 #   bench/compare.sh                         # full run, about 12 minutes on 2 cores
 #   bench/compare.sh --rounds 1 --secs 3     # a quick look

@@ -241,7 +241,7 @@ fn dns_main() {
         .build()
         .unwrap();
     let (server, addr) = rt.block_on(async {
-        let (config, zones) = sipdns::app::load(&path).unwrap();
+        let (config, zones) = sipdns::state::load(&path).unwrap();
         let server = sipdns::app::Server::start(&path, config, zones, CancellationToken::new())
             .await
             .unwrap();

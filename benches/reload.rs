@@ -1,7 +1,7 @@
 //! How long a reload's parts take: `cargo bench --bench reload -- CONFIG [N]`.
 //!
 //! Times, N times each, what a reload does off to the side before the swap: reading and
-//! validating the config and every zone (`app::load`), the same with the config's parse
+//! validating the config and every zone (`state::load`), the same with the config's parse
 //! reused (a reload after an edit of a zone file), the YAML zone parse alone, and
 //! dropping a loaded state (which happens on some thread after every swap). Used with the
 //! 100,000-record config that `bench/gen.py` writes (`target/bench/big/config.yaml`).
@@ -40,13 +40,13 @@ fn main() {
     let mut drop_t = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        let loaded = sipdns::app::load(&path).expect("config loads");
+        let loaded = sipdns::state::load(&path).expect("config loads");
         load.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         drop(loaded);
         drop_t.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let (config, zones) = sipdns::app::load(&path).expect("config loads");
+    let (config, zones) = sipdns::state::load(&path).expect("config loads");
     let mut yaml = Vec::new();
     for z in zones.zones() {
         if z.len() < 1000 {
@@ -66,10 +66,10 @@ fn main() {
     let text = std::fs::read_to_string(&path).expect("config file");
     // As in the server, the state in force stays alive while the next one is built.
     let mut zone_reload = Vec::new();
-    let mut in_force = sipdns::app::load(&path).expect("config loads");
+    let mut in_force = sipdns::state::load(&path).expect("config loads");
     for _ in 0..n {
         let t = Instant::now();
-        let loaded = sipdns::app::load_text_reusing(&path, &text, Some((&text, &config)), None)
+        let loaded = sipdns::state::load_text_reusing(&path, &text, Some((&text, &config)), None)
             .expect("config loads");
         zone_reload.push(t.elapsed().as_secs_f64() * 1e3);
         in_force = loaded;
@@ -86,7 +86,7 @@ fn main() {
         config.sip.domains.len()
     );
     println!(
-        "app::load (config + zones)   median {:8.1} ms",
+        "state::load (config + zones) median {:8.1} ms",
         med(&mut load)
     );
     println!(

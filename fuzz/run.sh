@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every sipdns fuzz target, one after the other, for SECONDS each (default 600), and
 # prints one summary line per target; fuzz/last-run.txt keeps the last run of every target
-# (a run of some targets updates their lines only; copy it into the README's "Resilience" section).
+# (a run of some targets updates their lines only; copy it into docs/resilience.md, "Fuzzing").
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]      e.g. fuzz/run.sh 600   or   fuzz/run.sh 30 dns_wire
 #

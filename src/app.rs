@@ -14,7 +14,7 @@ use tokio::{
 
 use crate::{
     api::{self, AdminError, ApiState, ApiToken, TargetControl},
-    config::{Config, ConfigError, FileError},
+    config::Config,
     dns::{
         handler::Handler,
         server::{self, Limits},
@@ -23,67 +23,16 @@ use crate::{
     metrics::Metrics,
     record::{Answer, DomainName, RType},
     reload::Reloader,
-    resolve::{Data, Resolver},
+    resolve::Resolver,
     shutdown::CancellationToken,
+    state::{self, Data},
     target::TargetKey,
     upstream::Forwarder,
-    zones::{self, ZoneStore},
+    zones::ZoneStore,
 };
 
 /// How often the config file and `zones/` are checked for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
-
-/// Loads config and zones, or every error found in them.
-pub fn load(path: &Path) -> anyhow::Result<(Config, ZoneStore)> {
-    load_reusing(path, None)
-}
-
-/// [`load`] for a reload: zone files unchanged since `previous` was read are not parsed
-/// again.
-pub fn load_reusing(
-    path: &Path,
-    previous: Option<&ZoneStore>,
-) -> anyhow::Result<(Config, ZoneStore)> {
-    let text = read_config(path)?;
-    load_text_reusing(path, &text, None, previous)
-}
-
-/// Reads the config file.
-pub fn read_config(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        anyhow::Error::new(ConfigError::from(FileError::whole(
-            path,
-            format!("cannot read config: {e}"),
-        )))
-    })
-}
-
-/// [`load_reusing`] with the config text already read; `previous_config` is the text and
-/// config in force, whose parse is reused if the text is the same.
-pub fn load_text_reusing(
-    path: &Path,
-    text: &str,
-    previous_config: Option<(&str, &Config)>,
-    previous: Option<&ZoneStore>,
-) -> anyhow::Result<(Config, ZoneStore)> {
-    let config =
-        Config::from_text_reusing(path, text, previous_config).map_err(anyhow::Error::new)?;
-    let zones = zones::load_dir_reusing(&config.zones.dir, &config.zones.modes, previous)
-        .map_err(anyhow::Error::new)?;
-    Ok((config, zones))
-}
-
-/// `sipdns check`: loads the config and every zone; returns a one-line summary.
-pub fn check(path: &Path) -> anyhow::Result<String> {
-    let (config, zones) = load(path)?;
-    Ok(format!(
-        "{}: ok — {} zones, {} static records, {} SIP domains",
-        path.display(),
-        zones.len(),
-        zones.record_count(),
-        config.sip.domains.len()
-    ))
-}
 
 /// A running server.
 pub struct Server {
@@ -131,8 +80,9 @@ impl Server {
             .udp_loops(std::thread::available_parallelism().map_or(1, |n| n.get()));
         // Secondary zones (zones.secondary): the copies kept on disk answer from the start;
         // transfers run in the background once the listeners are up.
-        let secondaries = zones::secondary::Secondaries::open(&config.zones, metrics.clone())
-            .map_err(|e| anyhow::anyhow!("zones.secondary: {e}"))?;
+        let secondaries =
+            crate::zones::secondary::Secondaries::open(&config.zones, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("zones.secondary: {e}"))?;
         let zones = secondaries.overlay(&zones);
         let config = secondaries.overlay_config(&config).unwrap_or(config);
         let sip_config = config.sip.clone();
@@ -204,9 +154,23 @@ impl Server {
             resolver.clone(),
             metrics.clone(),
         ));
+        // What follows a reload or a zone edit, once the new state is in force.
         {
+            let forwarder = resolver.forwarder().clone();
+            let mut applied = resolver.data().config.clone();
+            tasks.spawn(reloader.follow(shutdown.clone(), move |data: &Data| {
+                // A zone edit keeps the config (the same `Arc`): the upstream pools stay.
+                if Arc::ptr_eq(&applied, &data.config) {
+                    return;
+                }
+                applied = data.config.clone();
+                // Checked before the swap; only a resolv.conf changed since can fail here.
+                if let Err(e) = forwarder.reconfigure(&data.config.upstream) {
+                    tracing::error!(error = %e, "upstream settings not applied; keeping the old ones");
+                }
+            }));
             let prober = prober.clone();
-            reloader.on_reload(Box::new(move |data: &Data| {
+            tasks.spawn(reloader.follow(shutdown.clone(), move |data: &Data| {
                 prober.reconfigure(&data.config.sip)
             }));
         }
@@ -384,7 +348,8 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// `sipdns run`: runs until SIGTERM/SIGINT.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
-    let (config, zones) = load(path).with_context(|| format!("loading {}", path.display()))?;
+    let (config, zones) =
+        state::load(path).with_context(|| format!("loading {}", path.display()))?;
     // What parsing left behind (the zone texts and documents) goes back to the system.
     crate::memory::release_freed();
     let shutdown = CancellationToken::new();

@@ -12,7 +12,10 @@
 //! - [`config`]: the YAML config (strict), defaults and validation.
 //! - [`record`]: plain DNS record data shared by modules that must not see hickory types.
 //! - [`target`]: what a SIP target is (address, port, transport).
-//! - [`zones`]: the operator's static entries (`zones/*.yaml`, `zones/*.zone`).
+//! - [`hickory`]: the one conversion between hickory's records and [`record`].
+//! - [`zones`]: the operator's static entries (`zones/*.yaml`, `zones/*.zone`) and their
+//!   edits through the API (atomic file writes).
+//! - [`state`]: the config and zones in force, loaded from disk (and `sipdns check`).
 //! - [`upstream`]: the forwarder over hickory-resolver, its cache and serve-stale.
 //! - [`resolve`]: the one lookup path — static entries and upstream by merge mode, the
 //!   RFC 3263 additional records, and the health policy — used by the DNS server and the
@@ -22,17 +25,21 @@
 //! - [`dns`]: the UDP/TCP listeners and the wire format.
 //! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`.
 //! - [`metrics`]: every Prometheus series.
-//! - [`reload`]: hot reload (file change, SIGHUP, API): validate aside, swap atomically.
+//! - [`reload`]: hot reload (file change, SIGHUP, API) and zone edits: validate aside, swap
+//!   atomically, tell the followers.
 //! - [`shutdown`]: the shutdown signal.
 //! - [`notify`]: readiness, watchdog and stopping notifications to systemd (`Type=notify`).
 //!
-//! Only `dns`, `zones` and `upstream` use hickory types.
+//! Only `dns`, `zones`, `upstream` and `hickory` use hickory types. Imports point down the
+//! layers listed in `scripts/check-imports.py` (from `record` up to `api`, `app` and the
+//! binary); nothing imports `app`, which is wiring only.
 
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod dns;
 pub mod health;
+pub mod hickory;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
@@ -41,6 +48,7 @@ pub mod record;
 pub mod reload;
 pub mod resolve;
 pub mod shutdown;
+pub mod state;
 pub mod target;
 pub mod upstream;
 pub mod zones;

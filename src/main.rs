@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Check { config } => match sipdns::app::check(&config) {
+        Command::Check { config } => match sipdns::state::check(&config) {
             Ok(summary) => {
                 eprintln!("{summary}");
                 ExitCode::SUCCESS

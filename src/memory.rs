@@ -4,7 +4,7 @@
 //! blocking pool, one zone reader per core). glibc gives every thread that allocates at
 //! the same time as another its own arena, up to eight per core, and keeps what is freed
 //! in each arena for that arena. Measured with 100,000 static records and 5,000 targets
-//! (README, "Performance"): RSS after six zone reloads climbed from 85 MB to 223 MB.
+//! (docs/performance.md): RSS after six zone reloads climbed from 85 MB to 223 MB.
 //! With at most one arena per core and the freed memory handed back after each reload
 //! it is 40 MB at start and 52 MB after six reloads, with a peak of 107 MB during one.
 

@@ -3,6 +3,11 @@
 //! one atomic store. A bad version is rejected whole: the running one stays, the error is
 //! logged, counted and kept for `/readyz` and the API. Queries never wait on a reload: they
 //! read the old or the new state through an `ArcSwap`.
+//!
+//! Whatever must follow the state in force (the forwarder's upstream settings, the prober's
+//! domains) follows it one way: [`Reloader::follow`], over a `watch` of the applied
+//! generation. Zone edits through the API are applied here too ([`Reloader::edit_zone`]),
+//! under the same lock as reloads.
 
 use std::{
     path::{Path, PathBuf},
@@ -10,14 +15,45 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use tokio::sync::watch;
+
 use crate::{
-    app,
     config::Config,
     metrics::Metrics,
-    resolve::{Data, Resolver},
+    record::DomainName,
+    resolve::Resolver,
     shutdown::CancellationToken,
-    zones::ZoneStore,
+    state::{self, Data, LoadError},
+    upstream::{self, UpstreamError},
+    zones::{
+        ZoneStore,
+        edit::{self, Change, EditError, Edited, IfMatch},
+    },
 };
+
+/// Why a reload was rejected; the running config and zones stay in force in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config or a zone is unreadable or invalid: the operator's to fix.
+    #[error(transparent)]
+    Invalid(#[from] LoadError),
+    /// The new upstream settings cannot be used (e.g. an unreadable resolv.conf).
+    #[error("upstream settings rejected: {0}")]
+    Upstream(#[from] UpstreamError),
+    /// A thread panicked while holding the reload lock (a bug).
+    #[error("reload lock poisoned")]
+    Poisoned,
+    /// The reload task did not finish (it panicked or was cancelled; a bug).
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+impl ReloadError {
+    /// True when the error is ours, not the operator's: a bug, not a bad file.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Poisoned | Self::Task(_))
+    }
+}
 
 /// The outcome of the last reload attempt.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -31,9 +67,6 @@ pub struct ReloadStatus {
     /// Rejected reloads since start.
     pub reloads_failed: u64,
 }
-
-/// Something else that must follow a reload (the prober's target list).
-pub type ReloadHook = Box<dyn Fn(&Data) + Send + Sync>;
 
 /// Zones of another source laid over every store loaded from `zones/` (the transferred
 /// secondary zones, [`crate::zones::secondary`]), and the SIP domains they bring (`None`:
@@ -51,11 +84,13 @@ pub struct Reloader {
     /// A std mutex: held only around synchronous file reads and the swap, never across an
     /// `.await`.
     write_lock: Mutex<()>,
-    hooks: Mutex<Vec<ReloadHook>>,
+    /// The number of states installed since start (reloads and zone edits): followers wait
+    /// on it ([`Self::follow`]).
+    applied: watch::Sender<u64>,
     /// The text of the config file in force, once a reload has read it: an unchanged
     /// config is not parsed again when only a zone changed.
     config_text: Mutex<Option<String>>,
-    /// Secondary zones laid over every reloaded store.
+    /// Secondary zones laid over every reloaded state.
     overlay: Mutex<Option<ZoneOverlay>>,
 }
 
@@ -73,20 +108,44 @@ impl Reloader {
             metrics,
             status: Mutex::new(status),
             write_lock: Mutex::new(()),
-            hooks: Mutex::new(Vec::new()),
+            applied: watch::Sender::new(0),
             config_text: Mutex::new(None),
             overlay: Mutex::new(None),
         }
     }
 
-    /// Runs `hook` after every successful swap.
-    pub fn on_reload(&self, hook: ReloadHook) {
-        if let Ok(mut h) = self.hooks.lock() {
-            h.push(hook);
+    /// The applied generation: changes after every state installed (a reload or a zone
+    /// edit), once the new state is in force.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Calls `follower` with the state in force after every state installed, until
+    /// `shutdown`. Several installs in a row may be seen once, with the latest state:
+    /// followers apply the state, not the steps to it. Spawn the returned future.
+    pub fn follow(
+        &self,
+        shutdown: CancellationToken,
+        mut follower: impl FnMut(&Data) + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut applied = self.subscribe();
+        let resolver = self.resolver.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        follower(&resolver.data());
+                    }
+                }
+            }
         }
     }
 
-    /// Lays `overlay` over the zones of every later reload.
+    /// Lays `overlay` over the state of every later reload.
     pub fn set_overlay(&self, overlay: ZoneOverlay) {
         if let Ok(mut o) = self.overlay.lock() {
             *o = Some(overlay);
@@ -105,26 +164,21 @@ impl Reloader {
 
     /// Swaps in the state in force with the overlay laid over it again (a secondary zone
     /// was transferred, expired or removed): atomically like a reload, under the same
-    /// lock, with the same hooks; not counted as a reload.
+    /// lock, followed the same way; not counted as a reload.
     pub fn apply_overlay(&self) {
         let Ok(_guard) = self.write_lock.lock() else {
             return;
         };
-        let current = self.resolver.data();
         let Some(f) = self.overlay.lock().ok().and_then(|o| o.clone()) else {
             return;
         };
+        let current = self.resolver.data();
         let (config, zones) = f(&current.config, &current.zones);
-        let data = Data {
+        self.resolver.swap(Data {
             config: config.map_or_else(|| current.config.clone(), Arc::new),
             zones: Arc::new(zones),
-        };
-        self.resolver.swap(data.clone());
-        if let Ok(hooks) = self.hooks.lock() {
-            for h in hooks.iter() {
-                h(&data);
-            }
-        }
+        });
+        self.applied.send_modify(|g| *g += 1);
         drop(current);
     }
 
@@ -139,76 +193,82 @@ impl Reloader {
     }
 
     /// Re-reads config and zones; swaps them in only if every part is valid.
-    pub fn reload(&self) -> Result<(), String> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| "reload lock poisoned".to_owned())?;
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let _guard = self.write_lock.lock().map_err(|_| ReloadError::Poisoned)?;
         let current = self.resolver.data();
-        let text = app::read_config(&self.config_path).map_err(|e| format!("{e:#}"));
-        let loaded = text.and_then(|text| {
-            let was = self.config_text.lock().ok().and_then(|t| t.clone());
-            let previous = was.as_deref().map(|was| (was, &*current.config));
-            app::load_text_reusing(&self.config_path, &text, previous, Some(&current.zones))
-                .map(|loaded| (loaded, text))
-                .map_err(|e| format!("{e:#}"))
-        });
-        // `current` is released only after the swap: freeing a large old state (tens of ms
-        // for 100,000 records) then happens after the new one is in force.
-        let result = loaded.and_then(|((config, zones), text)| {
-            self.resolver
-                .forwarder()
-                .reconfigure(&config.upstream)
-                .map_err(|e| format!("upstream settings rejected: {e}"))?;
-            let (config, zones) = self.overlaid(config, zones);
-            let data = Data {
-                config: Arc::new(config),
-                zones: Arc::new(zones),
-            };
-            Ok((data, text))
-        });
-        match result {
+        let loaded = self.load(&current);
+        match loaded {
             Ok((data, text)) => {
                 self.install(data);
                 if let Ok(mut t) = self.config_text.lock() {
                     *t = Some(text);
                 }
                 tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
+                // `current` is released only after the swap: freeing a large old state
+                // (tens of ms for 100,000 records) then happens after the new one is in
+                // force.
                 drop(current);
                 crate::memory::release_freed();
                 Ok(())
             }
             Err(e) => {
-                self.failed(&e);
+                self.failed(&e.to_string());
                 Err(e)
             }
         }
     }
 
-    /// Swaps in `data` built by the caller (a zone edit through the API) under the write
-    /// lock; `make` sees the state in force and returns the new one, or an error that
-    /// leaves everything unchanged.
-    pub fn update<T>(
+    /// Reads, parses and validates the next state beside `current`: its data and the
+    /// config text it came from.
+    fn load(&self, current: &Data) -> Result<(Data, String), ReloadError> {
+        let text = state::read_config(&self.config_path)?;
+        let was = self.config_text.lock().ok().and_then(|t| t.clone());
+        let previous = was.as_deref().map(|was| (was, &*current.config));
+        let (config, zones) =
+            state::load_text_reusing(&self.config_path, &text, previous, Some(&current.zones))?;
+        // Checked here, applied by the forwarder's follower once the state is in force.
+        upstream::check_config(&config.upstream)?;
+        let (config, zones) = self.overlaid(config, zones);
+        let data = Data {
+            config: Arc::new(config),
+            zones: Arc::new(zones),
+        };
+        Ok((data, text))
+    }
+
+    /// Carries out a zone edit from the API ([`edit::apply`]) on the zones in force and
+    /// swaps the result in, under the write lock: serialized with reloads and other edits.
+    /// Blocking file I/O: call it from the blocking pool.
+    pub fn edit_zone(
         &self,
-        make: impl FnOnce(&Data) -> Result<(Data, T), String>,
-    ) -> Result<T, String> {
+        origin: &DomainName,
+        if_match: &IfMatch,
+        change: Change,
+    ) -> Result<Edited, EditError> {
         let _guard = self
             .write_lock
             .lock()
-            .map_err(|_| "reload lock poisoned".to_owned())?;
+            .map_err(|_| EditError::Io(ReloadError::Poisoned.to_string()))?;
         let current = self.resolver.data();
-        let (data, out) = make(&current)?;
-        self.install(data);
-        Ok(out)
+        let pending = self.status().last_error;
+        let (zones, edited) = edit::apply(
+            &current.zones,
+            &current.config.zones.dir,
+            origin,
+            if_match,
+            change,
+            pending.as_deref(),
+        )?;
+        self.install(Data {
+            config: current.config.clone(),
+            zones: Arc::new(zones),
+        });
+        Ok(edited)
     }
 
     fn install(&self, data: Data) {
-        self.resolver.swap(data.clone());
-        if let Ok(hooks) = self.hooks.lock() {
-            for h in hooks.iter() {
-                h(&data);
-            }
-        }
+        self.resolver.swap(data);
+        self.applied.send_modify(|g| *g += 1);
         let now = unix_now();
         self.metrics.reloads.with_label_values(&["ok"]).inc();
         self.metrics.reload_timestamp.set(now);

@@ -2,14 +2,22 @@
 
 pub use tokio_util::sync::CancellationToken;
 
-/// Waits for SIGTERM or SIGINT, then cancels `token`.
-pub async fn on_signals(token: CancellationToken) {
+/// Waits for SIGTERM or SIGINT, then cancels `token`. The handlers are installed when this
+/// is called, not when the future is first polled: a SIGTERM that arrives before the
+/// spawned future ran still stops the server gracefully instead of killing it. Call it
+/// inside the runtime.
+pub fn on_signals(token: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        match (term, int) {
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
@@ -25,11 +33,11 @@ pub async fn on_signals(token: CancellationToken) {
                 }
             }
         }
+        #[cfg(not(unix))]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = token.cancelled() => return,
+        }
+        token.cancel();
     }
-    #[cfg(not(unix))]
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = token.cancelled() => return,
-    }
-    token.cancel();
 }

@@ -14,9 +14,8 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use sipdns::{
-    api::edit::doc_of,
     record::Rec,
-    zones::{Zone, ZoneFormat, load_yaml_text, schema},
+    zones::{Zone, ZoneFormat, edit::doc_of, load_yaml_text, schema},
 };
 
 fn sorted(zone: &Zone) -> Vec<Rec> {

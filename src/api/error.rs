@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::edit::{EditError, Problem};
+use crate::zones::edit::{EditError, Problem};
 
 /// An error response.
 #[derive(Debug)]
@@ -25,7 +25,8 @@ pub(crate) enum ApiError {
     NotFound(String),
     /// 404: no such route.
     NoRoute,
-    /// 409: the change conflicts with the state (read-only zone, zone exists).
+    /// 409: the change conflicts with the state (read-only zone, zone exists, zone file
+    /// changed by hand).
     Conflict(String),
     /// 412: `If-Match` does not match the current version.
     PreconditionFailed(String),
@@ -134,7 +135,9 @@ impl From<EditError> for ApiError {
     fn from(e: EditError) -> Self {
         match e {
             EditError::NotFound(r) => Self::NotFound(r),
-            EditError::ReadOnly(r) | EditError::Exists(r) => Self::Conflict(r),
+            EditError::ReadOnly(r) | EditError::Exists(r) | EditError::Changed(r) => {
+                Self::Conflict(r)
+            }
             EditError::Stale(r) => Self::PreconditionFailed(r),
             EditError::NeedsIfMatch(r) => Self::PreconditionRequired(r),
             EditError::Invalid(p) => Self::Invalid(p),

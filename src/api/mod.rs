@@ -3,16 +3,15 @@
 //! `/readyz` and `/metrics`.
 //!
 //! Every route but those three needs `Authorization: Bearer <token>` ([`auth`]). Handlers
-//! ([`routes`]) only extract, call one domain method and serialize; zone edits live in
-//! [`edit`]. The route table in [`routes::table`] is the one list the router is built from,
+//! ([`routes`]) only extract, call one domain method and serialize; zone edits are
+//! `zones::edit`, run by the reloader (`Reloader::edit_zone`). The route table in [`routes::table`] is the one list the router is built from,
 //! and the OpenAPI document ([`openapi`]) is checked against it by a test.
 //!
 //! Shared state is one cheap-to-clone [`ApiState`] of `Arc` handles, handed to axum through
-//! `State` (STYLE 6). Nothing in it is locked across an `.await`: zone edits run on the
+//! `State`. Nothing in it is locked across an `.await`: zone edits run on the
 //! blocking pool under the reloader's write lock.
 
 pub mod auth;
-pub mod edit;
 mod error;
 pub mod openapi;
 pub mod routes;

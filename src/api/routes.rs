@@ -1,6 +1,6 @@
 //! The route table and the handlers. A handler extracts, calls one domain method and
-//! serializes (STYLE 12); the domain work lives in [`super::edit`], the reloader, the
-//! resolver and the prober.
+//! serializes (ARCHITECTURE.md, "Invariants"); the domain work lives in `zones::edit`
+//! (run by the reloader), the reloader, the resolver and the prober.
 //!
 //! [`table`] is the single list of routes: the router is built from it, and the OpenAPI
 //! document is checked against it.
@@ -16,22 +16,20 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodFilter, MethodRouter, on},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{
-    AdminError, ApiState, auth,
-    edit::{self, Change, ETag, Edited, IfMatch, Problem},
-    error::ApiError,
-    openapi,
-};
+use super::{AdminError, ApiState, auth, error::ApiError, openapi};
 use crate::{
-    config::AllDown,
     health::AdminState,
-    policy::Decision,
-    record::{Answer, DomainName, RType, Rec, Source},
+    policy::Explanation,
+    record::{DomainName, RType},
+    reload::ReloadError,
     target::TargetKey,
-    zones::schema::{RecordDoc, ZoneDoc},
+    zones::{
+        edit::{self, Change, ETag, Edited, IfMatch, Problem},
+        schema::{RecordDoc, ZoneDoc},
+    },
 };
 
 /// Who may call a route.
@@ -153,8 +151,8 @@ async fn openapi_doc() -> Response {
 async fn list_zones(State(s): State<ApiState>) -> Json<Vec<edit::ZoneSummary>> {
     let data = s.resolver.data();
     Json(match &s.secondaries {
-        Some(sec) => edit::list_with_secondaries(&data, sec.status()),
-        None => edit::list(&data),
+        Some(sec) => edit::list_with_secondaries(&data.zones, sec.status()),
+        None => edit::list(&data.zones),
     })
 }
 
@@ -163,7 +161,7 @@ async fn get_zone(
     Path(zone): Path<String>,
 ) -> Result<Response, ApiError> {
     let origin = zone_name(&zone)?;
-    let (doc, etag) = edit::get(&s.resolver.data(), &origin)?;
+    let (doc, etag) = edit::get(&s.resolver.data().zones, &origin)?;
     Ok(zone_response(StatusCode::OK, Some((doc, etag))))
 }
 
@@ -242,7 +240,7 @@ async fn run_edit(
 ) -> Result<Edited, ApiError> {
     let if_match = if_match(headers)?;
     let reloader = s.reloader.clone();
-    tokio::task::spawn_blocking(move || edit::apply(&reloader, &origin, &if_match, change))
+    tokio::task::spawn_blocking(move || reloader.edit_zone(&origin, &if_match, change))
         .await
         .map_err(|e| ApiError::Internal(format!("the edit task failed: {e}")))?
         .map_err(ApiError::from)
@@ -365,48 +363,10 @@ async fn set_admin(
 
 // ---- explain ----
 
-/// What a phone gets for (name, type) now, and why.
-#[derive(Serialize)]
-struct ExplainView {
-    name: DomainName,
-    #[serde(rename = "type")]
-    qtype: String,
-    domain: Option<DomainName>,
-    all_down: Option<AllDown>,
-    before: AnswerView,
-    after: AnswerView,
-    decisions: Vec<Decision>,
-}
-
-/// An answer, records in presentation form.
-#[derive(Serialize)]
-struct AnswerView {
-    rcode: &'static str,
-    authoritative: bool,
-    source: Source,
-    answer: Vec<String>,
-    authority: Vec<String>,
-    additional: Vec<String>,
-}
-
-impl From<Answer> for AnswerView {
-    fn from(a: Answer) -> Self {
-        let text = |v: Vec<Rec>| v.iter().map(ToString::to_string).collect();
-        Self {
-            rcode: a.rcode.metric_label(),
-            authoritative: a.authoritative,
-            source: a.source,
-            answer: text(a.answers),
-            authority: text(a.authority),
-            additional: text(a.additional),
-        }
-    }
-}
-
 async fn explain(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<ExplainView>, ApiError> {
+) -> Result<Json<Explanation>, ApiError> {
     let name = q
         .get("name")
         .ok_or_else(|| ApiError::BadRequest(Problem::at("name", "give ?name=<domain name>")))?;
@@ -416,16 +376,7 @@ async fn explain(
         .get("type")
         .map_or(Ok(RType::A), |t| t.parse())
         .map_err(|e: String| ApiError::BadRequest(Problem::at("type", e)))?;
-    let e = s.resolver.explain(&name, qtype).await;
-    Ok(Json(ExplainView {
-        name,
-        qtype: qtype.to_string(),
-        domain: e.domain,
-        all_down: e.all_down,
-        before: e.before.into(),
-        after: e.after.into(),
-        decisions: e.decisions,
-    }))
+    Ok(Json(s.resolver.explain(&name, qtype).await))
 }
 
 // ---- reload ----
@@ -434,7 +385,7 @@ async fn reload(State(s): State<ApiState>) -> Response {
     let reloader = s.reloader.clone();
     let result = tokio::task::spawn_blocking(move || reloader.reload())
         .await
-        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        .unwrap_or_else(|e| Err(ReloadError::Task(e.to_string())));
     let status = s.reloader.status();
     match result {
         Ok(()) => (
@@ -445,16 +396,15 @@ async fn reload(State(s): State<ApiState>) -> Response {
         Err(e) => {
             // A config or zone problem is the operator's to fix (422); a failed lock or
             // task is ours (500). Either way the running config stays.
-            let internal =
-                e.starts_with("reload lock poisoned") || e.starts_with("the reload task");
-            let (code, label) = if internal {
+            let (code, label) = if e.is_internal() {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             } else {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
             };
+            let reason = e.to_string();
             (
                 code,
-                Json(json!({ "error": label, "reason": e, "reloaded": false, "status": status })),
+                Json(json!({ "error": label, "reason": reason, "reloaded": false, "status": status })),
             )
                 .into_response()
         }

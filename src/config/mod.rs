@@ -543,8 +543,8 @@ impl DnsConfig {
     /// The UDP loops to run per listen address: `udp_threads`, or one per two of the
     /// `cores` this process may use, at least one. One loop answers well over 100,000
     /// queries a second; a second loop on a two-core machine only halves each loop's
-    /// batches and doubles the wake-ups, so every query costs more CPU (README,
-    /// "Performance").
+    /// batches and doubles the wake-ups, so every query costs more CPU
+    /// (docs/performance.md).
     pub fn udp_loops(&self, cores: usize) -> usize {
         self.udp_threads
             .unwrap_or(cores / 2)

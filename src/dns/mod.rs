@@ -1,7 +1,6 @@
 //! The DNS listeners (UDP and TCP) and the wire format. With `zones` and `upstream`, the only
 //! module that uses hickory types.
 
-pub mod convert;
 pub mod encode;
 pub mod fastpath;
 pub mod handler;

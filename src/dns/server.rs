@@ -215,8 +215,8 @@ mod batch {
         used: usize,
     }
 
-    // SAFETY of the raw pointers: `iovs`, `hdrs`, `send_iovs` and `send_hdrs` hold pointers
-    // into the heap buffers of the other fields of the same `Loop`, which are allocated
+    // SAFETY: the only non-`Send` fields are raw pointers: `iovs`, `hdrs`, `send_iovs` and
+    // `send_hdrs` hold pointers into the heap buffers of the other fields of the same `Loop`, which are allocated
     // once and never resized (moving the `Loop` does not move them). Receive headers are
     // set up once; send headers right before each call.
     unsafe impl Send for Loop {}

@@ -15,11 +15,11 @@ use hickory_proto::{
     serialize::binary::BinEncodable,
 };
 
-use super::{
-    convert::name_from_hickory,
-    encode::{WireQuestion, response},
+use super::encode::{WireQuestion, response};
+use crate::{
+    hickory::name_from_hickory,
+    record::{Answer, DomainName, RType, Rcode},
 };
-use crate::record::{Answer, DomainName, RType, Rcode};
 
 /// The largest DNS message over TCP.
 pub const TCP_MAX: usize = 65_535;

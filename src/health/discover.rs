@@ -235,7 +235,7 @@ async fn discover_domain(pass: &mut Pass<'_>, d: &SipDomainConfig) -> Vec<Found>
             }
         }
     }
-    // SPEC.md: the domain's own A/AAAA are targets too, on a_port / a_transport.
+    // The domain's own A/AAAA are targets too (docs/probing.md, "Targets"), on a_port / a_transport.
     for ip in pass.addresses(&d.name).await {
         push(
             &mut found,

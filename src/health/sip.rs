@@ -160,7 +160,7 @@ pub fn request_uri(transport: Transport, host: &str, port: u16) -> String {
 pub fn build_options(req: &OptionsRequest<'_>) -> Result<Vec<u8>, CodecError> {
     let ruri = request_uri(req.transport, req.host, req.port);
     // rsipstack writes a parsed `transport` parameter in upper case; RFC 3261 writes it in
-    // lower case (§19.1.1 examples, SPEC.md), so the parameter is added as given.
+    // lower case (§19.1.1 examples), so the parameter is added as given.
     let (bare, transport_param) = match ruri.split_once(";transport=") {
         Some((bare, t)) => (bare, Some(t)),
         None => (ruri.as_str(), None),

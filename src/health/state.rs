@@ -2,7 +2,7 @@
 //! `hold_down` and the 503 Retry-After hold. Pure and clock-injected (every call takes
 //! `now`), so tests drive it with plain instants or paused tokio time.
 //!
-//! Rules (SPEC.md "SIP OPTIONS probing", "Failback"):
+//! Rules (docs/probing.md, "Health"):
 //! - a target is [`Health::Unknown`] until its first probe; a good first probe makes it
 //!   `Up` at once (it was handed out anyway), bad probes count towards `fall`;
 //! - `fall` consecutive bad probes make it `Down`;
@@ -13,7 +13,7 @@
 //!   RFC 3263 §4.3); good probes during the hold do not count towards `rise`.
 //!
 //! [`TargetState::observe`] returns the transition when the health changed, so only real
-//! transitions are logged and counted (STYLE.md recommendation 10).
+//! transitions are logged and counted (as pingora's `health_check.rs` does).
 
 use std::time::Duration;
 

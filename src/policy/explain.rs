@@ -1,53 +1,35 @@
-//! The explain view: an answer before and after the policy, with the reason for each record,
-//! in a form the REST API serializes as it is.
+//! The explain view: what a phone gets for one question, the answer before and after the
+//! policy, and per record what was done and why. The one type behind the REST explain
+//! route (which serializes it as it is) and `Resolver::explain`.
 
 use serde::{Serialize, Serializer, ser::SerializeStruct};
 
 use super::{Decision, Outcome};
 use crate::{
     config::AllDown,
-    record::{Answer, DomainName, RType, Rec},
+    record::{Answer, DomainName, RType, Rec, Source},
 };
 
-/// One answer's sections, each record in presentation form
+/// What the policy did to the answer for one question.
+///
+/// Serialized, each answer is `{rcode, authoritative, source, answer, authority,
+/// additional}`, its records in presentation form
 /// (`_sip._udp.pbx.example.org. 30 IN SRV 0 1 5060 server1.example.org.`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AnswerView {
-    /// Response code (`NOERROR`, `NXDOMAIN`, ...).
-    pub rcode: &'static str,
-    /// Answer section.
-    pub answer: Vec<String>,
-    /// Authority section.
-    pub authority: Vec<String>,
-    /// Additional section.
-    pub additional: Vec<String>,
-}
-
-impl AnswerView {
-    /// The view of one answer.
-    pub fn new(answer: &Answer) -> Self {
-        let text = |recs: &[Rec]| recs.iter().map(ToString::to_string).collect();
-        Self {
-            rcode: answer.rcode.metric_label(),
-            answer: text(&answer.answers),
-            authority: text(&answer.authority),
-            additional: text(&answer.additional),
-        }
-    }
-}
-
-/// What the policy did to the answer for one question, for the REST explain view.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     /// The question's name.
     pub name: DomainName,
-    /// The question's type, by name (`SRV`).
-    #[serde(rename = "type")]
-    pub qtype: String,
+    /// The question's type, serialized by name (`SRV`).
+    #[serde(rename = "type", serialize_with = "serialize_display")]
+    pub qtype: RType,
+    /// The managed SIP domain the name belongs to, if any (none: no policy applied).
+    pub domain: Option<DomainName>,
     /// The answer as the resolver found it.
-    pub before: AnswerView,
+    #[serde(serialize_with = "serialize_answer")]
+    pub before: Answer,
     /// The answer as phones get it.
-    pub after: AnswerView,
+    #[serde(serialize_with = "serialize_answer")]
+    pub after: Answer,
     /// Per record, what was done and why.
     pub decisions: Vec<Decision>,
     /// The all-down rule applied, if every target was down.
@@ -55,17 +37,60 @@ pub struct Explanation {
 }
 
 impl Explanation {
-    /// Explains `outcome`, the result of applying the policy to `before` for (`name`, `qtype`).
+    /// Explains `outcome`, the result of applying the policy to `before` for (`name`,
+    /// `qtype`); `domain` is left for the caller, who knows it.
     pub fn new(name: &DomainName, qtype: RType, before: &Answer, outcome: &Outcome) -> Self {
         Self {
             name: name.clone(),
-            qtype: qtype.to_string(),
-            before: AnswerView::new(before),
-            after: AnswerView::new(&outcome.answer),
+            qtype,
+            domain: None,
+            before: before.clone(),
+            after: outcome.answer.clone(),
             decisions: outcome.decisions.clone(),
             all_down: outcome.all_down,
         }
     }
+
+    /// An answer no policy touched (outside a SIP domain, or upstream failed).
+    pub fn untouched(name: &DomainName, qtype: RType, answer: &Answer) -> Self {
+        Self {
+            name: name.clone(),
+            qtype,
+            domain: None,
+            before: answer.clone(),
+            after: answer.clone(),
+            decisions: Vec::new(),
+            all_down: None,
+        }
+    }
+}
+
+/// One answer's sections, each record in presentation form.
+#[derive(Serialize)]
+struct AnswerView {
+    rcode: &'static str,
+    authoritative: bool,
+    source: Source,
+    answer: Vec<String>,
+    authority: Vec<String>,
+    additional: Vec<String>,
+}
+
+fn serialize_answer<S: Serializer>(a: &Answer, s: S) -> Result<S::Ok, S::Error> {
+    let text = |recs: &[Rec]| recs.iter().map(ToString::to_string).collect();
+    AnswerView {
+        rcode: a.rcode.metric_label(),
+        authoritative: a.authoritative,
+        source: a.source,
+        answer: text(&a.answers),
+        authority: text(&a.authority),
+        additional: text(&a.additional),
+    }
+    .serialize(s)
+}
+
+fn serialize_display<S: Serializer>(v: &RType, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// Serializes a record as `{name, ttl, type, data}`, the data in presentation form.

@@ -7,7 +7,7 @@
 //! section is all the policy knows about which addresses stand behind a host name; a name
 //! without addresses there has unknown health, and unknown counts as up.
 //!
-//! What happens, by question type (SPEC.md, "The health policy"):
+//! What happens, by question type (docs/policy.md):
 //!
 //! - **SRV** (`srv.rs`): a record is up if one address of its target is usable on the
 //!   record's port and the owner's transport. `on_down: withhold` drops the others, `demote`
@@ -51,7 +51,7 @@ use crate::{
     target::{TargetKey, Transport},
 };
 
-pub use explain::{AnswerView, Explanation};
+pub use explain::Explanation;
 
 /// The section of a DNS message a [`Decision`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -19,14 +19,15 @@ use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, join_all};
 
 use crate::{
-    config::{Config, MergeMode, SipDomainConfig},
+    config::{MergeMode, SipDomainConfig},
     health::HealthSnapshot,
     metrics::Metrics,
-    policy::{self, Decision},
+    policy::{self, Explanation},
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
+    state::Data,
     target::Transport,
     upstream::Forwarder,
-    zones::{Zone, ZoneAnswer, ZoneStore},
+    zones::{Zone, ZoneAnswer},
 };
 
 /// How deep CNAME chains in static data are followed.
@@ -43,30 +44,6 @@ enum Wait {
     Upstream,
     /// Use only cached upstream data, fetching misses in the background (ADDITIONAL).
     CacheOnly,
-}
-
-/// The config and zones in force, swapped whole on reload.
-#[derive(Debug, Clone)]
-pub struct Data {
-    /// The config.
-    pub config: Arc<Config>,
-    /// The static zones.
-    pub zones: Arc<ZoneStore>,
-}
-
-/// An answer with its history, for the explain view.
-#[derive(Debug, Clone)]
-pub struct Explained {
-    /// What the resolver found, before the health policy.
-    pub before: Answer,
-    /// What the phone gets.
-    pub after: Answer,
-    /// The managed SIP domain the name belongs to, if any.
-    pub domain: Option<DomainName>,
-    /// Per record, what the policy did and why.
-    pub decisions: Vec<Decision>,
-    /// Set when every target was down and the all-down rule applied.
-    pub all_down: Option<crate::config::AllDown>,
 }
 
 /// The lookup path.
@@ -292,28 +269,29 @@ impl Resolver {
     /// What a phone gets for (name, qtype): lookup, ADDITIONAL records, NAPTR synthesis and
     /// the health policy.
     pub async fn answer(&self, name: &DomainName, qtype: RType) -> Answer {
-        self.answer_inner(name, qtype, false).await.after
+        self.answer_inner(name, qtype, false).await.0
     }
 
     /// [`Self::answer`] with the answer before the policy and every decision, for the
     /// explain view.
-    pub async fn explain(&self, name: &DomainName, qtype: RType) -> Explained {
-        self.answer_inner(name, qtype, true).await
+    pub async fn explain(&self, name: &DomainName, qtype: RType) -> Explanation {
+        let (answer, explained) = self.answer_inner(name, qtype, true).await;
+        explained.unwrap_or_else(|| Explanation::untouched(name, qtype, &answer))
     }
 
-    async fn answer_inner(&self, name: &DomainName, qtype: RType, explain: bool) -> Explained {
+    /// The answer, and with `explain` its explanation (never built for a phone's query).
+    async fn answer_inner(
+        &self,
+        name: &DomainName,
+        qtype: RType,
+        explain: bool,
+    ) -> (Answer, Option<Explanation>) {
         let data = self.data.load_full();
         let mut answer = self.lookup_in(&data, name, qtype, 0, Wait::Upstream).await;
         if answer.source == Source::Synthesized && answer.rcode == Rcode::ServFail {
             // Upstream failed, or the question was turned away at the in-flight bound:
             // nothing to apply a policy to.
-            return Explained {
-                before: Answer::servfail(),
-                after: answer,
-                domain: None,
-                decisions: Vec::new(),
-                all_down: None,
-            };
+            return (answer, None);
         }
         let health = self.health();
         // The name's own SIP domain, or, for an SRV target host outside it, the domain it
@@ -341,23 +319,9 @@ impl Resolver {
         }
 
         let Some(d) = domain else {
-            return Explained {
-                before: if explain {
-                    answer.clone()
-                } else {
-                    Answer::servfail()
-                },
-                after: answer,
-                domain: None,
-                decisions: Vec::new(),
-                all_down: None,
-            };
+            return (answer, None);
         };
-        let before = if explain {
-            answer.clone()
-        } else {
-            Answer::servfail()
-        };
+        let before = explain.then(|| answer.clone());
         let health = self.health();
         let outcome = policy::apply(name, qtype, answer, d, &*health, &mut rand::rng());
         let withheld = outcome.withheld_count();
@@ -373,13 +337,11 @@ impl Resolver {
                 .with_label_values(&[policy::all_down_label(rule)])
                 .inc();
         }
-        Explained {
-            before,
-            after: outcome.answer,
+        let explained = before.map(|before| Explanation {
             domain: Some(d.name.clone()),
-            decisions: outcome.decisions,
-            all_down: outcome.all_down,
-        }
+            ..Explanation::new(name, qtype, &before, &outcome)
+        });
+        (outcome.answer, explained)
     }
 
     /// NAPTR records made from the domain's SRV sets, with ADDITIONAL filled later.

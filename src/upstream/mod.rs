@@ -117,6 +117,12 @@ impl Settings {
     }
 }
 
+/// Checks that `cfg` can be applied by [`Forwarder::reconfigure`] (the resolv.conf it
+/// names is readable, the server set can be built), without applying it.
+pub fn check_config(cfg: &UpstreamConfig) -> Result<(), UpstreamError> {
+    Settings::from_config(cfg).map(drop)
+}
+
 /// One upstream request, awaited by every identical question that arrives while it runs.
 type SharedLookup = Shared<BoxFuture<'static, Result<Answer, UpstreamError>>>;
 
@@ -248,7 +254,7 @@ impl Forwarder {
         }
     }
 
-    /// Applies a new upstream config: servers, timeouts, attempts, serve-stale settings and
+    /// Applies a new upstream config (checked first with [`check_config`]): servers, timeouts, attempts, serve-stale settings and
     /// the cache bound (the cache is kept, trimmed if it shrank). Questions already in flight
     /// finish on the old servers. On error nothing changes.
     pub fn reconfigure(&self, cfg: &UpstreamConfig) -> Result<(), UpstreamError> {

@@ -34,7 +34,7 @@ use hickory_resolver::{
 use super::UpstreamError;
 use crate::{
     config::UpstreamConfig,
-    dns::convert::{name_to_hickory, rec_from_hickory},
+    hickory::{name_to_hickory, rec_from_hickory},
     metrics::Metrics,
     record::{Answer, DomainName, RType, Rcode, Rec, Source},
 };

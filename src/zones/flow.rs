@@ -174,7 +174,7 @@ fn yaml_printable(text: &str) -> bool {
 }
 
 /// The text before the one top-level `records:` line, and the text after it.
-fn split_records(text: &str) -> Option<(&str, &str)> {
+pub(super) fn split_records(text: &str) -> Option<(&str, &str)> {
     let mut found = None;
     // Only lines that start with `records:` can be it: look for those, not at every line.
     for (at, _) in text.match_indices("records:") {

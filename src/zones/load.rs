@@ -8,15 +8,16 @@ use std::{
     sync::Arc,
 };
 
-use hickory_proto::{rr::Name, serialize::txt::Parser};
+use hickory_proto::serialize::txt::Parser;
 
 use super::{
     Zone, ZoneError, ZoneFormat, ZoneStore,
     schema::{self, ZoneDoc},
+    zone_file,
 };
 use crate::{
     config::{FileError, MergeMode, yaml},
-    dns::convert,
+    hickory,
     record::{DomainName, RType, Rec},
 };
 
@@ -69,11 +70,7 @@ pub fn load_dir_reusing(
             .as_ref()
             .and_then(|o| modes.get(o).copied())
             .unwrap_or_default();
-        let digest = {
-            let mut h = std::hash::DefaultHasher::new();
-            (&text, zone_file.then_some(mode)).hash(&mut h);
-            h.finish()
-        };
+        let digest = source_digest(&text, zone_file.then_some(mode));
         let loaded = match previous.and_then(|p| p.unchanged(&path, digest)) {
             Some(zone) => Ok(zone),
             None if zone_file => load_zone_file_text(&path, &text, origin_hint, mode).map(Arc::new),
@@ -111,6 +108,14 @@ pub fn load_dir_reusing(
     } else {
         Err(ZoneError { errors })
     }
+}
+
+/// What a zone file's source is known by: its text and, for an RFC 1035 file, its merge
+/// mode (from the config). Stable within the process, which is all it is compared in.
+pub(super) fn source_digest(text: &str, zone_file_mode: Option<MergeMode>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (text, zone_file_mode).hash(&mut h);
+    h.finish()
 }
 
 /// Parses and checks a YAML zone document as if read from `path`.
@@ -166,7 +171,7 @@ pub fn load_zone_file_text(
 ) -> Result<Zone, ZoneError> {
     let hickory_origin = match &origin {
         Some(o) => {
-            Some(convert::name_to_hickory(o).map_err(|e| FileError::whole(path, e.to_string()))?)
+            Some(hickory::name_to_hickory(o).map_err(|e| FileError::whole(path, e.to_string()))?)
         }
         None => None,
     };
@@ -174,22 +179,16 @@ pub fn load_zone_file_text(
     let (zone_name, sets) = match parsed {
         Ok(ok) => ok,
         Err(e) => {
-            let line = locate_zone_error(path, text, hickory_origin.as_ref());
-            return Err(FileError {
-                file: path.display().to_string(),
-                line,
-                column: None,
-                field: None,
-                reason: format!("zone file error: {e}"),
-            }
-            .into());
+            return Err(ZoneError {
+                errors: zone_file::errors(path, text, hickory_origin.as_ref(), &e.to_string()),
+            });
         }
     };
-    let origin = convert::name_from_hickory(&zone_name);
+    let origin = hickory::name_from_hickory(&zone_name);
     let recs = sets
         .values()
         .flat_map(|set| set.records_without_rrsigs())
-        .filter_map(convert::rec_from_hickory);
+        .filter_map(hickory::rec_from_hickory);
     zone_from_records(path, Some(text), origin, mode, ZoneFormat::ZoneFile, recs)
 }
 
@@ -245,84 +244,6 @@ pub(crate) fn zone_from_records(
         format,
         recs,
     ))
-}
-
-/// hickory's parser errors carry no position: find the first entry whose inclusion makes
-/// the parse fail, by bisecting over whole entries (only on the error path).
-fn locate_zone_error(path: &Path, text: &str, origin: Option<&Name>) -> Option<usize> {
-    let entries = entry_ends(text);
-    if entries.is_empty() {
-        return None;
-    }
-    let fails = |k: usize| -> bool {
-        let end = entries[k].1;
-        Parser::new(&text[..end], Some(path.to_path_buf()), origin.cloned())
-            .parse()
-            .is_err()
-    };
-    // Smallest k such that the prefix up to entry k fails. The whole text fails.
-    let (mut lo, mut hi) = (0usize, entries.len() - 1);
-    if !fails(hi) {
-        // A prefix never fails, yet the whole does (e.g. an error only visible at the
-        // end, such as a missing SOA): report the last entry.
-        return Some(entries[hi].0);
-    }
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if fails(mid) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Some(entries[lo].0)
-}
-
-/// (first line, end byte offset) of every non-empty entry of a zone file, honouring
-/// comments, quotes and parentheses (RFC 1035 §5.1).
-fn entry_ends(text: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let (mut depth, mut quoted, mut comment, mut escaped) = (0usize, false, false, false);
-    let mut line = 1usize;
-    let mut start_line: Option<usize> = None;
-    for (i, c) in text.char_indices() {
-        if c == '\n' {
-            comment = false;
-            if depth == 0
-                && !quoted
-                && let Some(s) = start_line.take()
-            {
-                out.push((s, i + 1));
-            }
-            line += 1;
-            continue;
-        }
-        if comment {
-            continue;
-        }
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            ';' if !quoted => {
-                comment = true;
-                continue;
-            }
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if !c.is_whitespace() && start_line.is_none() {
-            start_line = Some(line);
-        }
-    }
-    if let Some(s) = start_line {
-        out.push((s, text.len()));
-    }
-    out
 }
 
 /// The first line that mentions `name` (best effort, for records outside the zone).

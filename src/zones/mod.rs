@@ -6,10 +6,13 @@
 //! records of the asked type, a CNAME, NODATA (the name exists, not that type; empty
 //! non-terminals included) or NXDOMAIN, the last two with the zone's SOA.
 
+pub mod edit;
 mod flow;
 mod load;
 pub mod schema;
 pub mod secondary;
+mod shape;
+mod zone_file;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -472,6 +475,26 @@ impl ZoneStore {
             }
         }
         store
+    }
+
+    /// [`Self::with_zone`] for a zone just written to its file as `source`: the store knows
+    /// the file holds that text, so a later change by hand is seen ([`Self::is_source`])
+    /// and the next reload reuses the zone instead of parsing the file again.
+    pub fn with_zone_from(&self, zone: Zone, source: &str) -> Self {
+        let file = zone.file.clone();
+        let mut store = self.with_zone(zone);
+        store
+            .sources
+            .insert(file, load::source_digest(source, None));
+        store
+    }
+
+    /// Whether `text` is what the YAML zone file `file` held when its zone was loaded or
+    /// written; `None` when the store does not know the file's source.
+    pub fn is_source(&self, file: &Path, text: &str) -> Option<bool> {
+        self.sources
+            .get(file)
+            .map(|d| *d == load::source_digest(text, None))
     }
 
     /// A copy without the zone at `origin`.

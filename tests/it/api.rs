@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::Path,
     sync::{Arc, Mutex},
 };
 
@@ -22,6 +21,7 @@ use crate::common::{
     client::{self, query},
     http::{Client, Reply},
     server::{self, API_TOKEN, TestServer},
+    snapshot::snapshot,
 };
 
 const PBX: &str = "zone: pbx.example.org
@@ -55,21 +55,6 @@ fn api(s: &TestServer) -> Client {
 
 fn zones_dir(s: &TestServer) -> std::path::PathBuf {
     s.dir.path().join("zones")
-}
-
-/// Every file in `zones/` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// (rcode, answer data) for a query over UDP.
@@ -878,6 +863,82 @@ async fn reload_reports_success_and_rejection() {
     assert_eq!(
         dns(&s, "server1.pbx.example.org.", RecordType::A).await.1,
         vec!["192.0.2.11"]
+    );
+}
+
+#[tokio::test]
+async fn api_writes_respect_the_operators_hand() {
+    let s = start().await;
+    let c = api(&s);
+    let file = zones_dir(&s).join("pbx.example.org.yaml");
+    let add = |name: &str, address: &str| json!({"name": name, "type": "A", "address": address});
+
+    // A hand edit that the reload rejects: an API write is refused (409) naming the reload
+    // error, and neither the file nor the pending error is touched.
+    let broken = PBX.replace("port: 5060", "port: many");
+    std::fs::write(&file, &broken).unwrap();
+    assert_status(&c.send("POST", "/api/v1/reload", &[], None).await, 422);
+    let path = "/api/v1/zones/pbx.example.org/records";
+    let r = c
+        .json("POST", path, &[], &add("server3", "192.0.2.30"))
+        .await;
+    assert_status(&r, 409);
+    assert_eq!(error_of(&r).0, "conflict");
+    let reason = r.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("changed on disk"), "{reason}");
+    assert!(reason.contains("the last reload failed"), "{reason}");
+    assert!(
+        reason.contains("port"),
+        "the reload error is named: {reason}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), broken);
+    let ready = Client::new(s.api.unwrap(), None).get("/readyz").await;
+    assert!(ready.json()["reload"]["last_error"].is_string());
+    // A record delete and a zone delete are refused the same way.
+    let doc = c.get("/api/v1/zones/pbx.example.org").await.json();
+    let tag = etag(&c.get("/api/v1/zones/pbx.example.org").await);
+    let index = index_of(&doc, "server1", "A");
+    let r = c
+        .delete(&format!("{path}/{index}"), &[("If-Match", &tag)])
+        .await;
+    assert_status(&r, 409);
+    assert_status(&c.delete("/api/v1/zones/pbx.example.org", &[]).await, 409);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), broken);
+
+    // Fixed by hand, with a comment, and reloaded: API writes go into the file's own text.
+    let hand = PBX.replace(
+        "records:\n",
+        "records:\n  # the lab gateway, keep first\n  - { name: gw, type: A, address: 192.0.2.99 }\n",
+    );
+    std::fs::write(&file, &hand).unwrap();
+    assert_status(&c.send("POST", "/api/v1/reload", &[], None).await, 200);
+    let r = c
+        .json("POST", path, &[], &add("server3", "192.0.2.30"))
+        .await;
+    assert_status(&r, 201);
+    let written = std::fs::read_to_string(&file).unwrap();
+    // Every line the operator wrote is still there, in order; the new record is one flow
+    // line with its name relative as sent; the made-up SOA gains only its serial.
+    let expected = hand.replace("ttl: 300\n", "ttl: 300\nsoa: { serial: 2 }\n")
+        + "  - { name: server3, type: A, address: 192.0.2.30 }\n";
+    assert_eq!(written, expected);
+    assert_eq!(
+        dns(&s, "server3.pbx.example.org.", RecordType::A).await.1,
+        vec!["192.0.2.30"]
+    );
+    // A record delete removes its line only.
+    let r = c.get("/api/v1/zones/pbx.example.org").await;
+    let (doc, tag) = (r.json(), etag(&r));
+    let index = index_of(&doc, "gw", "A");
+    let r = c
+        .delete(&format!("{path}/{index}"), &[("If-Match", &tag)])
+        .await;
+    assert_status(&r, 200);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        expected
+            .replace("  - { name: gw, type: A, address: 192.0.2.99 }\n", "")
+            .replace("serial: 2", "serial: 3")
     );
 }
 

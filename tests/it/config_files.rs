@@ -24,7 +24,7 @@ fn shipped_configs() -> Vec<std::path::PathBuf> {
 #[test]
 fn every_shipped_config_loads_with_its_zones() {
     for p in shipped_configs() {
-        sipdns::app::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        sipdns::state::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
     }
 }
 
@@ -84,6 +84,52 @@ fn check_accepts_the_example_and_rejects_a_bad_zone_with_file_and_line() {
     let out = sipdns(&["run", "-c", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("example.net.zone:4"));
+}
+
+#[test]
+fn check_lists_every_error_with_its_field_in_zone_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(
+        dir.path().join("zones/example.net.zone"),
+        "$ORIGIN example.net.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n\
+         gw IN A 192.0.2.300\nok IN A 192.0.2.1\n_sip._udp IN SRV 10 1 many gw\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("zones/pbx.example.org.yaml"),
+        [
+            "zone: pbx.example.org",
+            "records:",
+            "  - { name: a, type: A, address: 192.0.2.1 }",
+            "  - { name: s, type: SRV, priority: 1, weight: 1, port: 5060 }",
+            "  - { name: b, type: A }",
+            "",
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sipdns.yaml"),
+        "dns:\n  listen: [\"127.0.0.1:0\"]\nupstream:\n  servers: [\"127.0.0.1:9\"]\napi:\n  listen: null\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("sipdns.yaml");
+    let out = sipdns(&["check", "-c", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for wanted in [
+        "example.net.zone:4: field `A.address`",
+        "example.net.zone:6: field `SRV.port`",
+        "pbx.example.org.yaml:4: field `records[1].target`",
+        "pbx.example.org.yaml:5: field `records[2].address`",
+    ] {
+        assert!(err.contains(wanted), "{wanted} missing from:\n{err}");
+    }
+    assert!(
+        !err.contains("example.net.zone:5"),
+        "a good entry blamed:\n{err}"
+    );
 }
 
 #[test]
@@ -148,10 +194,7 @@ fn spawn_binary(dir: &Path) -> (std::process::Child, std::net::SocketAddr) {
 fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, _addr) = spawn_binary(dir.path());
-    // SAFETY: kill(2) on the child this test started, by its PID.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    crate::common::process::kill(child.id() as libc::pid_t, libc::SIGTERM).unwrap();
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -168,7 +211,7 @@ fn sigterm_shuts_down_gracefully() {
 
 #[test]
 fn dig_sees_naptr_with_srv_and_addresses_in_additional() {
-    let dig = crate::support_sip::require("dig", "dnsutils");
+    let dig = crate::common::process::require("dig", "dnsutils");
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = spawn_binary(dir.path());
     let out = Command::new(dig)

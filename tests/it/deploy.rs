@@ -30,12 +30,12 @@ use serde_json::Value;
 use sipdns::{config::Config, record::RType};
 
 use crate::{
+    common::process::{free_port, kill, require},
     common::{
         client::{self, query},
         fake_upstream::{FakeUpstream, a},
         server,
     },
-    support_sip::{free_port, require},
 };
 
 fn root() -> &'static Path {
@@ -108,7 +108,7 @@ fn production_config(dir: &Path) -> Config {
     let etc = dir.join("etc/sipdns");
     copy_dir(&root().join("zones"), &etc.join("zones"));
     std::fs::write(etc.join("sipdns.yaml"), read("systemd/sipdns.yaml")).unwrap();
-    let (cfg, zones) = sipdns::app::load(&etc.join("sipdns.yaml"))
+    let (cfg, zones) = sipdns::state::load(&etc.join("sipdns.yaml"))
         .unwrap_or_else(|e| panic!("deploy/systemd/sipdns.yaml: {e:#}"));
     assert!(zones.record_count() > 0);
     cfg
@@ -354,10 +354,7 @@ fn notify_run(socket_arg: &str, server: UnixDatagram) {
     assert!(ready.contains("1 SIP targets probed"), "{ready}");
     eprintln!("READY=1 {after:?} after start (probe timeout {probe_timeout:?}): {ready:?}");
     wait_notify(&server, "WATCHDOG=1", Duration::from_secs(2));
-    // SAFETY: kill(2) on the child this test spawned and has not reaped.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
+    kill(pid as libc::pid_t, libc::SIGTERM).unwrap();
     wait_notify(&server, "STOPPING=1", Duration::from_secs(5));
     let t = Instant::now();
     let status = loop {
@@ -726,7 +723,7 @@ fn container_recipe_copies_existing_files_and_its_config_loads() {
     let config = cmd.iter().skip_while(|a| *a != "-c").nth(1).unwrap();
     let local = image.path().join(config.trim_start_matches('/'));
     let (cfg, zones) =
-        sipdns::app::load(&local).unwrap_or_else(|e| panic!("{config} in the image: {e:#}"));
+        sipdns::state::load(&local).unwrap_or_else(|e| panic!("{config} in the image: {e:#}"));
     assert!(zones.record_count() > 0);
     // EXPOSE lists what the config listens on.
     let expose = &ins.iter().find(|(i, _)| i == "EXPOSE").unwrap().1;
@@ -838,7 +835,7 @@ fn kubernetes_manifests_parse_and_agree_with_the_embedded_config() {
     }
     let local = text.replace(&zones_dir, zdir.to_str().unwrap());
     std::fs::write(tmp.path().join("sipdns.yaml"), local).unwrap();
-    let (_, zones) = sipdns::app::load(&tmp.path().join("sipdns.yaml"))
+    let (_, zones) = sipdns::state::load(&tmp.path().join("sipdns.yaml"))
         .unwrap_or_else(|e| panic!("ConfigMaps sipdns-config + sipdns-zones: {e:#}"));
     assert!(zones.record_count() > 0);
 

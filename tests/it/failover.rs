@@ -17,13 +17,12 @@ use sipdns::{
     target::{TargetKey, Transport},
 };
 
-use crate::{
-    common::{
-        client::{self, query},
-        fake_upstream::{FakeUpstream, a, naptr, srv},
-        server::{self, TestServer},
-    },
-    support_sip::{Peer, free_port, sipp_uas_at},
+use crate::common::{
+    client::{self, query},
+    fake_upstream::{FakeUpstream, a, naptr, srv},
+    process::{Peer, free_port},
+    server::{self, TestServer},
+    sip::sipp_uas_at,
 };
 
 const INTERVAL: Duration = Duration::from_millis(200);

@@ -18,10 +18,8 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use serde_json::json;
 use sipdns::{
     config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
-    health::{Health, HealthView as _, Prober, ProberHandle},
-    metrics::Metrics,
+    health::{Health, HealthView as _},
     record::{Answer, DomainName, RType, Rcode, Source},
-    shutdown::CancellationToken,
     target::{TargetKey, Transport},
 };
 use tokio::{
@@ -29,14 +27,15 @@ use tokio::{
     net::{TcpListener, UdpSocket},
 };
 
-use crate::{
-    common::{
-        client::{self, lines, query},
-        fake_upstream::{Behaviour, FakeUpstream, a},
-        http::Client,
-        server::{self, API_TOKEN, TestServer},
-    },
-    support_sip::free_port,
+use crate::common::{
+    client::{self, lines, query},
+    fake_upstream::{Behaviour, FakeUpstream, a},
+    http::Client,
+    prober::{Running, start},
+    process::free_port,
+    rng::Rng,
+    server::{self, API_TOKEN, TestServer},
+    snapshot::snapshot,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -251,21 +250,6 @@ fn with_branch(e: &Echo, branch: &str) -> Echo {
     e
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn token(&mut self) -> String {
-        format!("{:016x}", self.next())
-    }
-}
-
 /// Runs a fake UDP SIP peer on `sock` until the task is aborted.
 async fn udp_peer(sock: UdpSocket, mode: Peer) {
     let mut buf = vec![0u8; 65_535];
@@ -397,18 +381,6 @@ enum TcpPeer {
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(150);
 
-struct Probing {
-    handle: ProberHandle,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-}
-
-impl Drop for Probing {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// A lookup with nothing in it: targets come from config only.
 struct NoLookup;
 
@@ -422,7 +394,7 @@ impl sipdns::health::Lookup for NoLookup {
     }
 }
 
-fn probe(keys: &[TargetKey]) -> Probing {
+fn probe(keys: &[TargetKey]) -> Running {
     let mut d = SipDomainConfig::new(DomainName::parse("pbx.example.org").unwrap());
     d.targets = keys
         .iter()
@@ -443,26 +415,12 @@ fn probe(keys: &[TargetKey]) -> Probing {
         },
         domains: vec![d],
     };
-    let metrics = Arc::new(Metrics::new());
-    let stop = CancellationToken::new();
-    let handle = Prober::spawn(
-        &cfg,
-        Arc::new(NoLookup),
-        metrics.clone(),
-        None,
-        stop.clone(),
-    )
-    .unwrap();
-    Probing {
-        handle,
-        metrics,
-        stop,
-    }
+    start(cfg, Arc::new(NoLookup))
 }
 
 /// Watches every target for `window`, sampling every 10 ms: a healthy peer must never be
 /// seen down, a faulty one never up, and each must have reached its verdict by the end.
-async fn watch_verdicts(p: &Probing, expect: &[(TargetKey, bool, String)], window: Duration) {
+async fn watch_verdicts(p: &Running, expect: &[(TargetKey, bool, String)], window: Duration) {
     let end = Instant::now() + window;
     while Instant::now() < end {
         let snap = p.handle.snapshot().load_full();
@@ -661,20 +619,6 @@ ttl: 300
 records:
   - { name: server1, type: A, address: 192.0.2.10 }
 ";
-
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
 
 /// One write that the disk refuses: 5xx, and the file, the running zone and the DNS
 /// answers stay as they were. Returns the zone's ETag.

@@ -27,28 +27,9 @@ use tokio::{
 use crate::common::{
     client::{self, query},
     fake_upstream::{FakeUpstream, a},
+    rng::Rng,
     server::{self, TestServer, example_zones},
 };
-
-/// A small deterministic PRNG (xorshift64*), so a failing flood can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn wire(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     query(name, qtype, edns).to_vec().unwrap()
@@ -293,7 +274,8 @@ async fn oversized_malformed_and_multi_question_queries_get_formerr() {
     // An answer record in a query.
     let mut with_answer = query("pbx.example.org.", RecordType::A, None);
     with_answer.add_answer(
-        sipdns::dns::convert::rec_to_hickory(&a("pbx.example.org", 30, "192.0.2.1"), None).unwrap(),
+        crate::common::hickory::rec_to_hickory(&a("pbx.example.org", 30, "192.0.2.1"), None)
+            .unwrap(),
     );
     let raw = client::udp_raw(
         s.dns,

@@ -23,5 +23,4 @@ mod phone;
 mod prober;
 mod reload;
 mod secondary;
-mod support_sip;
 mod upstream;

@@ -1,4 +1,4 @@
-//! `/metrics` after DNS traffic: every series SPEC.md lists is there with HELP text, names
+//! `/metrics` after DNS traffic: every series docs/metrics.md lists is there with HELP text, names
 //! follow the Prometheus suffix rules, label values are bounded (never a query name), the
 //! DNS counters move with traffic, and `promtool check metrics` accepts the scrape.
 
@@ -12,7 +12,7 @@ use crate::common::{
     server,
 };
 
-/// Every series SPEC.md ("Managing it") asks for: (name, labels, what it answers).
+/// Every series the operator is promised (docs/metrics.md): (name, labels, what it answers).
 const SPEC_SERIES: &[(&str, &[&str], &str)] = &[
     (
         "sipdns_dns_queries_total",
@@ -177,7 +177,7 @@ async fn every_series_is_there_well_named_and_moves_with_traffic() {
     .await;
     let after = scrape(&c).await;
 
-    // Every SPEC series: present, with HELP text, a TYPE and its labels.
+    // Every promised series: present, with HELP text, a TYPE and its labels.
     for (name, labels, what) in SPEC_SERIES {
         let help = after
             .help

@@ -38,13 +38,12 @@ use sipdns::{
     target::{TargetKey, Transport},
 };
 
-use crate::{
-    common::{
-        client::{self, query},
-        fake_upstream::{FakeUpstream, a, naptr, srv},
-        server::{self, TestServer},
-    },
-    support_sip::{Peer, PhoneConfig, Register, Registrar, baresip, free_port},
+use crate::common::{
+    client::{self, query},
+    fake_upstream::{FakeUpstream, a, naptr, srv},
+    process::{Peer, free_port},
+    server::{self, TestServer},
+    sip::{PhoneConfig, Register, Registrar, baresip},
 };
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);

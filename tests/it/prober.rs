@@ -17,14 +17,16 @@ use std::{
 use futures::future::BoxFuture;
 use sipdns::{
     config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
-    health::{Health, HealthView as _, Lookup, Prober, ProberHandle},
-    metrics::Metrics,
+    health::{Health, HealthView as _, Lookup},
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
-    shutdown::CancellationToken,
     target::{TargetKey, Transport},
 };
 
-use crate::support_sip::{free_port, kamailio, sipp_uas, test_ca};
+use crate::common::{
+    prober::{Running, start},
+    process::{Peer, free_port},
+    sip::{kamailio, sipp_uas, test_ca},
+};
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(150);
@@ -96,64 +98,12 @@ fn key(port: u16, transport: Transport) -> TargetKey {
     }
 }
 
-struct Running {
-    handle: ProberHandle,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn start(cfg: SipConfig, lookup: Arc<dyn Lookup>) -> Running {
-    let metrics = Arc::new(Metrics::new());
-    let stop = CancellationToken::new();
-    let handle = Prober::spawn(&cfg, lookup, metrics.clone(), None, stop.clone()).unwrap();
-    Running {
-        handle,
-        metrics,
-        stop,
-    }
-}
-
 fn domain_with(targets: Vec<ExtraTargetConfig>, probe: ProbeConfig) -> SipConfig {
     let mut d = SipDomainConfig::new(n("pbx.example.org"));
     d.targets = targets;
     SipConfig {
         probe,
         domains: vec![d],
-    }
-}
-
-impl Running {
-    fn health(&self, k: &TargetKey) -> Health {
-        self.handle.snapshot().load().status(k).health
-    }
-
-    fn good(&self, t: Transport) -> u64 {
-        self.metrics
-            .probes
-            .with_label_values(&[t.as_str(), "good"])
-            .get()
-    }
-
-    /// Waits (bounded) for a health; returns how long it took.
-    async fn wait_health(&self, k: &TargetKey, want: Health, max: Duration) -> Duration {
-        let t0 = Instant::now();
-        while t0.elapsed() < max {
-            if self.health(k) == want {
-                return t0.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let row = self.handle.targets().into_iter().find(|r| r.key == *k);
-        panic!(
-            "{k} not {want:?} within {max:?}; now {:?}, {row:?}",
-            self.health(k)
-        );
     }
 }
 
@@ -166,9 +116,9 @@ fn tmp() -> tempfile::TempDir {
 async fn kill_and_restart(
     r: &Running,
     keys: &[TargetKey],
-    mut restart: impl FnMut() -> crate::support_sip::Peer,
-    mut peer: crate::support_sip::Peer,
-) -> crate::support_sip::Peer {
+    mut restart: impl FnMut() -> Peer,
+    mut peer: Peer,
+) -> Peer {
     for k in keys {
         r.wait_health(k, Health::Up, Duration::from_secs(10)).await;
     }

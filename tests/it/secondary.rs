@@ -9,7 +9,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,42 +18,32 @@ use hickory_proto::{
     rr::{Name, RData, RecordType},
 };
 
-use crate::{
-    common::{
-        client::{self, query},
-        http,
-        server::{self, API_TOKEN, TestServer},
-    },
-    support_sip::{free_port, require, sipp_uas_at},
+use crate::common::{
+    client::{self, query},
+    http,
+    process::{Peer, free_port, require},
+    server::{self, API_TOKEN, TestServer},
+    sip::sipp_uas_at,
 };
 
 const ZONE: &str = "pbx.example.org";
 
-/// A primary server process (knotd or named), killed by PID when dropped.
+/// A primary server process (knotd or named) in the tests' process guard, and its port.
 struct Primary {
     name: &'static str,
-    child: Option<Child>,
+    peer: Option<Peer>,
     dir: PathBuf,
     port: u16,
-    log: PathBuf,
 }
 
 impl Primary {
-    fn spawn(name: &'static str, mut cmd: Command, dir: &Path, port: u16) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    fn spawn(name: &'static str, cmd: Command, dir: &Path, port: u16) -> Self {
+        let peer = Peer::spawn(name, cmd, dir.join(format!("{name}.log")));
         let p = Self {
             name,
-            child: Some(child),
+            peer: Some(peer),
             dir: dir.to_owned(),
             port,
-            log,
         };
         p.wait_serving();
         p
@@ -64,7 +54,7 @@ impl Primary {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.peer.as_ref().map(Peer::log).unwrap_or_default()
     }
 
     /// Waits (bounded) until the primary accepts TCP on its port.
@@ -82,16 +72,9 @@ impl Primary {
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.peer.take() {
+            p.kill();
         }
-    }
-}
-
-impl Drop for Primary {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -140,10 +123,9 @@ impl Knot {
         let mut k = Self {
             p: Primary {
                 name: "knotd",
-                child: None,
+                peer: None,
                 dir: dir.to_owned(),
                 port,
-                log: dir.join("knotd.log"),
             },
             conf: dir.join("knot.conf"),
             secret,

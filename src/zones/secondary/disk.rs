@@ -16,10 +16,14 @@ use std::{
     time::SystemTime,
 };
 
+use hickory_proto::{
+    rr::{RData, RecordType},
+    serialize::binary::{BinDecoder, Restrict},
+};
+
 use super::super::{Zone, ZoneError, ZoneFormat, load};
 use crate::{
     config::MergeMode,
-    dns::convert,
     record::{DomainName, Rec, RecordData},
 };
 
@@ -56,18 +60,14 @@ pub(crate) fn render(zone: &Zone) -> String {
 
 /// One record as a master-file line.
 fn line(out: &mut String, r: &Rec) {
-    if let RecordData::Opaque { .. } = &r.data {
-        // Types sipdns carries as wire data: hickory's presentation form (type mnemonic
-        // and data), which its zone-file parser reads back.
-        if let Ok(h) = convert::rec_to_hickory(r, None) {
-            let _ = writeln!(
-                out,
-                "{} {} IN {} {}",
-                r.name,
-                r.ttl,
-                h.record_type(),
-                h.data
-            );
+    if let RecordData::Opaque { rtype, rdata } = &r.data {
+        // Types sipdns carries as wire data: decoded by hickory and written in its
+        // presentation form (type mnemonic and data), which its zone-file parser reads.
+        let code = RecordType::from(rtype.0);
+        let len = u16::try_from(rdata.len()).unwrap_or(u16::MAX);
+        let mut dec = BinDecoder::new(rdata);
+        if let Ok(data) = RData::read(&mut dec, code, Restrict::new(len)) {
+            let _ = writeln!(out, "{} {} IN {code} {data}", r.name, r.ttl);
             return;
         }
     }
@@ -212,6 +212,8 @@ mod tests {
             sip 60 IN AAAA 2001:db8::1\n\
             txt 60 IN TXT \"a \\\"quoted\\\" word\" \"back\\\\slash\" \"café\"\n\
             mail 60 IN MX 10 sip.example.org.\n\
+            caa 60 IN CAA 0 issue \"ca.example.net\"\n\
+            ssh 60 IN SSHFP 1 1 0123456789abcdef0123456789abcdef01234567\n\
             www 60 IN CNAME sip.example.org.\n";
         let origin = DomainName::parse("example.org").unwrap();
         let src = dir.path().join("src.zone");
@@ -224,7 +226,7 @@ mod tests {
         write_atomic(&path, &render(&zone)).unwrap();
         let back = read(&path, &origin, MergeMode::Override).unwrap();
         assert_eq!(back, zone);
-        assert_eq!(back.len(), 8);
+        assert_eq!(back.len(), 10);
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use super::{Zone, ZoneError, ZoneFormat, ZoneStore, load::zone_from_records};
 use crate::{
     config::{CatalogGroupConfig, Config, MergeMode, SecondaryConfig, ZonesConfig},
-    dns::convert,
+    hickory as convert,
     metrics::Metrics,
     record::{DomainName, Rec, RecordData},
     shutdown::CancellationToken,
@@ -330,7 +330,9 @@ impl Secondaries {
                 added.insert(member);
             }
         }
-        Some(c)
+        // The same domains: the config in force stays (its followers, such as the
+        // forwarder, see no change).
+        (c.sip.domains != config.sip.domains).then_some(c)
     }
 
     /// Starts one task per zone; `publish` is called (on the blocking pool) after every

@@ -31,9 +31,11 @@ use hickory_proto::{
     rr::Record,
 };
 use sipdns::{
-    dns::convert::{name_from_hickory, rec_to_hickory},
+    hickory::name_from_hickory,
     record::{DomainName, RType, Rcode, Rec, RecordData},
 };
+
+use super::hickory::rec_to_hickory;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},

@@ -64,7 +64,7 @@ async fn start_in(
     }
     let config_path = dir.path().join("sipdns.yaml");
     std::fs::write(&config_path, &text)?;
-    let (cfg, zones) = sipdns::app::load(&config_path)?;
+    let (cfg, zones) = sipdns::state::load(&config_path)?;
     let server = Server::start(&config_path, cfg, zones, CancellationToken::new()).await?;
     let dns = server.dns_addrs[0];
     let api = server.api_addr;
@@ -89,7 +89,7 @@ impl TestServer {
         if let Some(old) = self.server.take() {
             old.stop().await;
         }
-        let (cfg, zones) = sipdns::app::load(&self.config_path).unwrap();
+        let (cfg, zones) = sipdns::state::load(&self.config_path).unwrap();
         let server = Server::start(&self.config_path, cfg, zones, CancellationToken::new())
             .await
             .unwrap();

@@ -1,12 +1,19 @@
-//! Zone edits through the API: the domain methods behind the zone routes.
+//! Zone edits through the API: the domain behind the zone routes, on the zones in force
+//! and their files.
 //!
-//! An edit is a read-modify-write of one zone under the reloader's write lock
-//! ([`Reloader::update`]), so it is serialized with hot reloads and with other edits, and
-//! cannot lose an update. Inside the lock: check the version (`If-Match` against the zone's
-//! ETag), build the new document, validate it whole (every problem with its field path),
+//! An edit is a read-modify-write of one zone; the reloader runs [`apply`] under its write
+//! lock (`Reloader::edit_zone`), so it is serialized with hot reloads and with other edits,
+//! and cannot lose an update. [`apply`]: check the version (`If-Match` against the zone's
+//! ETag), check that the file still holds what the zone was loaded from (a hand edit not
+//! yet in force, or one a reload rejected, is never overwritten: 409), build the new
+//! document, validate it whole (every problem with its field path),
 //! write it atomically to the zone's file (temp file in the same directory, fsync, rename,
 //! fsync the directory), load that very text back as the new zone, and only then swap it in.
 //! Any error before the rename leaves the file and the running zone as they were.
+//!
+//! A record added or deleted is written into the file's own text where it can be
+//! ([`super::shape`]): the operator's layout, relative names and comments stay. A whole
+//! zone sent with PUT or POST is written as sent.
 //!
 //! The API's view of a YAML zone is the zone in force, not the file on disk (which may have
 //! been edited since, or be broken): GET returns it as a [`ZoneDoc`], records in the
@@ -17,21 +24,19 @@ use std::{
     fs::{self, File, OpenOptions},
     io::Write as _,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use serde::Serialize;
 
+use super::{
+    Zone, ZoneFormat, ZoneStore, load_yaml_text,
+    schema::{self, FieldError, RecordDoc, SoaDoc, ZoneDoc},
+    secondary::SecondaryStatus,
+    shape,
+};
 use crate::{
     config::MergeMode,
     record::{DomainName, RType, RecordData},
-    reload::Reloader,
-    resolve::Data,
-    zones::{
-        self, Zone, ZoneFormat,
-        schema::{self, FieldError, RecordDoc, SoaDoc, ZoneDoc},
-        secondary::SecondaryStatus,
-    },
 };
 
 /// What is wrong with a request, and where: `field` is a path into the body such as
@@ -84,6 +89,10 @@ pub enum EditError {
     /// `If-Match` names another version.
     #[error("{0}")]
     Stale(String),
+    /// The zone's file changed on disk since the zone in force was loaded from it (a hand
+    /// edit not reloaded yet, or rejected by the last reload): it is not overwritten.
+    #[error("{0}")]
+    Changed(String),
     /// An index-based edit came without `If-Match`.
     #[error("{0}")]
     NeedsIfMatch(String),
@@ -209,9 +218,8 @@ pub struct Edited {
 }
 
 /// Every zone, by name.
-pub fn list(data: &Data) -> Vec<ZoneSummary> {
-    let mut out: Vec<ZoneSummary> = data
-        .zones
+pub fn list(zones: &ZoneStore) -> Vec<ZoneSummary> {
+    let mut out: Vec<ZoneSummary> = zones
         .zones()
         .map(|z| ZoneSummary {
             zone: z.origin.clone(),
@@ -230,8 +238,8 @@ pub fn list(data: &Data) -> Vec<ZoneSummary> {
 
 /// [`list`] with the status of every secondary zone: attached to the zone in force, or
 /// a row of its own while it is not served (not transferred yet, expired, a catalog).
-pub fn list_with_secondaries(data: &Data, status: Vec<SecondaryStatus>) -> Vec<ZoneSummary> {
-    let mut out = list(data);
+pub fn list_with_secondaries(zones: &ZoneStore, status: Vec<SecondaryStatus>) -> Vec<ZoneSummary> {
+    let mut out = list(zones);
     for st in status {
         match out
             .iter_mut()
@@ -256,54 +264,28 @@ pub fn list_with_secondaries(data: &Data, status: Vec<SecondaryStatus>) -> Vec<Z
 
 /// One zone as a document, with its version. For an RFC 1035 file only the record types
 /// a YAML zone can hold (NAPTR, SRV, A, AAAA, CNAME, TXT) are shown.
-pub fn get(data: &Data, origin: &DomainName) -> Result<(ZoneDoc, ETag), EditError> {
-    let zone = find(data, origin)?;
+pub fn get(zones: &ZoneStore, origin: &DomainName) -> Result<(ZoneDoc, ETag), EditError> {
+    let zone = find(zones, origin)?;
     Ok((doc_of(zone), ETag::of(zone)))
 }
 
-/// Carries out `change` on the zone `origin` if `if_match` holds, persists it and swaps it
-/// in; all of it under the reloader's write lock. Blocking file I/O: call it from the
-/// blocking pool.
+/// Carries out `change` on the zone `origin` of `zones` if `if_match` holds and persists
+/// it; returns the new zone store (for the caller to swap in) and what to answer. `dir` is
+/// the zones directory, where a new zone's file goes; `pending` the error of the last
+/// reload if it failed (named when a changed file is refused). Blocking file I/O; the
+/// caller holds the lock that serializes edits with reloads.
 pub fn apply(
-    reloader: &Reloader,
+    zones: &ZoneStore,
+    dir: &Path,
     origin: &DomainName,
     if_match: &IfMatch,
     change: Change,
-) -> Result<Edited, EditError> {
-    // `Reloader::update` reports errors as text; the typed one is kept aside.
-    let mut refused = None;
-    let result = reloader.update(|data| match edit(data, origin, if_match, change) {
-        Ok((zones, out)) => Ok((
-            Data {
-                config: data.config.clone(),
-                zones: Arc::new(zones),
-            },
-            out,
-        )),
-        Err(e) => {
-            let text = e.to_string();
-            refused = Some(e);
-            Err(text)
-        }
-    });
-    match (result, refused) {
-        (Ok(out), _) => Ok(out),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(EditError::Io(e)),
-    }
-}
-
-/// The edit itself, on the data in force: the new zone store, and what to answer.
-fn edit(
-    data: &Data,
-    origin: &DomainName,
-    if_match: &IfMatch,
-    change: Change,
-) -> Result<(zones::ZoneStore, Edited), EditError> {
+    pending: Option<&str>,
+) -> Result<(ZoneStore, Edited), EditError> {
     if let Change::Create(doc) = change {
-        return create(data, if_match, doc);
+        return create(zones, dir, if_match, doc);
     }
-    let zone = find(data, origin)?;
+    let zone = find(zones, origin)?;
     if zone.format != ZoneFormat::Yaml {
         return Err(EditError::ReadOnly(format!(
             "zone {origin} comes from the RFC 1035 file {}, which the API does not change",
@@ -317,13 +299,16 @@ fn edit(
             current.as_str()
         )));
     }
+    let on_disk = unchanged_file(zones, zone, pending)?;
     let mut doc = doc_of(zone);
+    // The change made in the file's own text, where that can be done.
+    let mut shaped = None;
     match change {
-        Change::Create(new) => return create(data, if_match, new),
+        Change::Create(new) => return create(zones, dir, if_match, new),
         Change::Delete => {
             remove_file(&zone.file)?;
             tracing::info!(zone = %origin, file = %zone.file.display(), "zone deleted through the API");
-            return Ok((data.zones.without_zone(origin), Edited { zone: None }));
+            return Ok((zones.without_zone(origin), Edited { zone: None }));
         }
         Change::Replace(new) => {
             if new.zone != *origin {
@@ -345,6 +330,7 @@ fn edit(
                     "zone {origin} already has the record {new}"
                 )));
             }
+            shaped = shape::add_record(&on_disk, &rec);
             doc.records.push(rec);
             bump_serial(&mut doc);
             // Whole-zone checks (a CNAME beside other data) name the new record by its
@@ -371,25 +357,60 @@ fn edit(
                     doc.records.len()
                 )));
             }
-            doc.records.remove(index);
+            let gone = doc.records.remove(index);
+            shaped = gone
+                .to_rec(&doc.zone, doc.ttl, "")
+                .ok()
+                .and_then(|r| shape::delete_record(&on_disk, &r));
             bump_serial(&mut doc);
         }
     }
-    let new = persist(&zone.file, &doc)?;
+    if let Some(soa) = &doc.soa {
+        shaped = shaped.and_then(|t| shape::set_serial(&t, soa));
+    }
+    let (new, text) = persist(&zone.file, &doc, shaped)?;
     tracing::info!(zone = %origin, file = %zone.file.display(), "zone changed through the API");
     let edited = Edited {
         zone: Some((doc_of(&new), ETag::of(&new))),
     };
-    Ok((data.zones.with_zone(new), edited))
+    Ok((zones.with_zone_from(new, &text), edited))
+}
+
+/// The text of `zone`'s file, if it is still what the zone in force was loaded from (or
+/// last written as); else why the edit is refused.
+fn unchanged_file(
+    zones: &ZoneStore,
+    zone: &Zone,
+    pending: Option<&str>,
+) -> Result<String, EditError> {
+    let file = zone.file.display();
+    let why = |what: String| {
+        let state = match pending {
+            Some(e) => format!("the last reload failed, so it is not in force: {e}"),
+            None => "it is not in force yet (the next reload picks it up)".to_owned(),
+        };
+        EditError::Changed(format!(
+            "{what} since zone {} was loaded, and {state}. The API does not overwrite a \
+             change by hand: fix or reload the file, then retry",
+            zone.origin
+        ))
+    };
+    let text =
+        fs::read_to_string(&zone.file).map_err(|e| why(format!("{file} cannot be read ({e})")))?;
+    if zones.is_source(&zone.file, &text) == Some(false) {
+        return Err(why(format!("{file} changed on disk")));
+    }
+    Ok(text)
 }
 
 fn create(
-    data: &Data,
+    zones: &ZoneStore,
+    dir: &Path,
     if_match: &IfMatch,
     doc: ZoneDoc,
-) -> Result<(zones::ZoneStore, Edited), EditError> {
+) -> Result<(ZoneStore, Edited), EditError> {
     let origin = doc.zone.clone();
-    if let Some(z) = data.zones.get(&origin) {
+    if let Some(z) = zones.get(&origin) {
         return Err(EditError::Exists(format!(
             "zone {origin} already exists (in {})",
             z.file.display()
@@ -404,23 +425,23 @@ fn create(
             "a zone name cannot be a wildcard",
         )]));
     }
-    let file = data.config.zones.dir.join(file_name(&origin));
+    let file = dir.join(file_name(&origin));
     if file.exists() {
         return Err(EditError::Exists(format!(
             "{} exists but is not loaded (a broken or misnamed zone file?); fix or remove it first",
             file.display()
         )));
     }
-    let new = persist(&file, &doc)?;
+    let (new, text) = persist(&file, &doc, None)?;
     tracing::info!(zone = %origin, file = %file.display(), "zone created through the API");
     let edited = Edited {
         zone: Some((doc_of(&new), ETag::of(&new))),
     };
-    Ok((data.zones.with_zone(new), edited))
+    Ok((zones.with_zone_from(new, &text), edited))
 }
 
-fn find<'a>(data: &'a Data, origin: &DomainName) -> Result<&'a Zone, EditError> {
-    data.zones
+fn find<'a>(zones: &'a ZoneStore, origin: &DomainName) -> Result<&'a Zone, EditError> {
+    zones
         .get(origin)
         .map(AsRef::as_ref)
         .ok_or_else(|| EditError::NotFound(format!("no zone {origin}")))
@@ -498,21 +519,32 @@ pub fn doc_of(zone: &Zone) -> ZoneDoc {
 
 const HEADER: &str = "\
 # Written by the sipdns REST API. Editing by hand is fine: hot reload picks the change up.
-# The API's next change to this zone rewrites the file (comments included).
+# The API adds and deletes records in place (layout and comments stay); a whole zone
+# sent to the API replaces this file.
 ";
 
 /// Validates `doc`, writes it to `path` atomically, and returns the zone loaded from
-/// exactly the text written (what a restart will load).
-fn persist(path: &Path, doc: &ZoneDoc) -> Result<Zone, EditError> {
+/// exactly the text written (what a restart will load) and that text. `shaped` is the
+/// change made in the file's own text: written instead of the document if it loads as the
+/// very same zone.
+fn persist(
+    path: &Path,
+    doc: &ZoneDoc,
+    shaped: Option<String>,
+) -> Result<(Zone, String), EditError> {
     check(doc).map_err(|errs| EditError::Invalid(errs.into_iter().map(Problem::from).collect()))?;
     let body = yaml_serde::to_string(doc)
         .map_err(|e| EditError::Io(format!("cannot write the zone as YAML: {e}")))?;
-    let text = format!("{HEADER}{body}");
-    let zone = zones::load_yaml_text(path, &text)
+    let full = format!("{HEADER}{body}");
+    let zone = load_yaml_text(path, &full)
         .map_err(|e| EditError::Io(format!("the zone written would not load back (a bug): {e}")))?;
+    let text = match shaped {
+        Some(t) if load_yaml_text(path, &t).is_ok_and(|z| z == zone) => t,
+        _ => full,
+    };
     write_atomic(path, text.as_bytes())
         .map_err(|e| EditError::Io(format!("cannot write {}: {e}", path.display())))?;
-    Ok(zone)
+    Ok((zone, text))
 }
 
 /// The temp file beside `path`: hidden, so the zone loader ignores it.
@@ -586,11 +618,11 @@ mod tests {
     #[test]
     fn documents_round_trip_through_the_zone() {
         let text = "zone: pbx.example.org\nttl: 120\nrecords:\n  - { name: '@', type: NAPTR, order: 10, flags: s, service: SIP+D2U, replacement: _sip._udp }\n  - { name: _sip._udp, type: SRV, priority: 10, weight: 5, port: 5060, target: server1 }\n  - { name: server1, type: A, address: 192.0.2.10, ttl: 60 }\n  - { name: info, type: TXT, text: [a, b] }\n  - { name: ext, type: CNAME, target: other.example.net. }\n";
-        let zone = zones::load_yaml_text(Path::new("z.yaml"), text).unwrap();
+        let zone = load_yaml_text(Path::new("z.yaml"), text).unwrap();
         let doc = doc_of(&zone);
         assert_eq!(doc.ttl, 120);
         let yaml = yaml_serde::to_string(&doc).unwrap();
-        let again = zones::load_yaml_text(Path::new("z.yaml"), &yaml).unwrap();
+        let again = load_yaml_text(Path::new("z.yaml"), &yaml).unwrap();
         assert_eq!(again.records(), zone.records());
         assert_eq!(ETag::of(&again), ETag::of(&zone));
         assert_eq!(doc_of(&again), doc);
@@ -611,6 +643,61 @@ mod tests {
             body_relative(e, "records[3]"),
             Problem::at("records[1].name", "r")
         );
+    }
+
+    #[test]
+    fn edits_keep_the_shape_and_never_overwrite_a_hand_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pbx.example.org.yaml");
+        let text = "zone: pbx.example.org\nrecords:\n  # the server\n  - { name: server1, type: A, address: 192.0.2.10 }\n";
+        fs::write(&path, text).unwrap();
+        let zones = crate::zones::load_dir(dir.path(), &Default::default()).unwrap();
+        let origin = DomainName::parse("pbx.example.org").unwrap();
+        let add = |name: &str, address: &str| {
+            Change::AddRecord(RecordDoc {
+                name: name.into(),
+                rtype: "A".into(),
+                address: Some(address.parse().unwrap()),
+                ..RecordDoc::default()
+            })
+        };
+        let apply_to = |zones: &ZoneStore, change, pending| {
+            apply(
+                zones,
+                dir.path(),
+                &origin,
+                &IfMatch::Absent,
+                change,
+                pending,
+            )
+        };
+        // In place: the comment, the relative name and the flow line stay; the made-up SOA
+        // gains only its bumped serial.
+        let (zones, _) = apply_to(&zones, add("server2", "192.0.2.20"), None).unwrap();
+        let written = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            written,
+            "zone: pbx.example.org\nsoa: { serial: 2 }\nrecords:\n  # the server\n  - { name: server1, type: A, address: 192.0.2.10 }\n  - { name: server2, type: A, address: 192.0.2.20 }\n"
+        );
+        // The next edit finds the file as it was written.
+        let (zones, _) = apply_to(&zones, add("server3", "192.0.2.30"), None).unwrap();
+        assert!(fs::read_to_string(&path).unwrap().contains("serial: 3"));
+        // A change by hand since: refused, the file left as the operator wrote it.
+        let hand = fs::read_to_string(&path)
+            .unwrap()
+            .replace("192.0.2.10", "192.0.2.11");
+        fs::write(&path, &hand).unwrap();
+        let e = apply_to(&zones, add("server4", "192.0.2.40"), None).unwrap_err();
+        assert!(
+            matches!(&e, EditError::Changed(r) if r.contains("changed on disk") && r.contains("not in force yet")),
+            "{e}"
+        );
+        let e = apply_to(&zones, Change::Delete, Some("pbx.example.org.yaml:5: bad")).unwrap_err();
+        assert!(
+            matches!(&e, EditError::Changed(r) if r.contains("the last reload failed, so it is not in force: pbx.example.org.yaml:5: bad")),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), hand);
     }
 
     #[test]

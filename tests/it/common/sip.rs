@@ -1,176 +1,42 @@
-//! Helpers to run real SIP peers on loopback for the prober tests: sipp (Debian package
-//! `sip-tester`), kamailio (`kamailio`, `kamailio-tls-modules`) and a test CA made with the
-//! `openssl` CLI; for the phone test (`phone.rs`) kamailio registrars and a baresip phone
+//! Real SIP peers on loopback for the prober tests: sipp (Debian package `sip-tester`),
+//! kamailio (`kamailio`, `kamailio-tls-modules`) and a test CA made with the `openssl` CLI;
+//! for the phone test (`phone.rs`) kamailio registrars and a baresip phone
 //! (`baresip-core`). A missing binary fails the test with the package to install; every
-//! process started here is stopped by PID when its guard is dropped.
+//! process started here runs in a [`Peer`] guard ([`super::process`]), stopped when dropped.
 
 use std::{
     net::{SocketAddr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
+use super::process::{Peer, free_port, require};
 use sipdns::{
     health::sip::{OptionsRequest, ProbeIds, build_options, parse_reply},
     target::Transport,
 };
 
-/// Finds a binary on PATH or in the sbin directories; panics naming the Debian package.
-pub(crate) fn require(bin: &str, package: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{bin}` not found: these tests need it (apt-get install -y {package})")
-        })
-}
-
-/// A loopback port free for both UDP and TCP right now.
-pub(crate) fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port for UDP and TCP");
-}
-
-/// A child process stopped on drop: SIGTERM to its process group, then SIGKILL if it has
-/// not exited within 3 s.
-pub(crate) struct Peer {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Peer {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
-        use std::os::unix::process::CommandExt as _;
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            // Its own process group, so kamailio's worker children are stopped with it.
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// The peer's output so far (for assertion messages).
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The PID of the process (the leader of its process group), while it runs.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Freezes the peer (SIGSTOP to its process group): its sockets stay open, so the
-    /// kernel still completes TCP handshakes and queues datagrams, but nothing answers.
-    pub(crate) fn pause(&mut self) {
-        if let Some(c) = &self.child {
-            Self::signal_group(c.id(), libc::SIGSTOP);
-        }
-    }
-
-    /// Thaws a peer frozen by [`Peer::pause`] (SIGCONT to its process group).
-    pub(crate) fn resume(&mut self) {
-        if let Some(c) = &self.child {
-            Self::signal_group(c.id(), libc::SIGCONT);
-        }
-    }
-
-    fn signal_group(pid: u32, sig: libc::c_int) {
-        // SAFETY: plain kill(2) on the process group this guard created (its id is the
-        // leader's PID, which this guard has not reaped yet or has just reaped).
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), sig);
-        }
-    }
-
-    /// Kills the peer hard (SIGKILL to its process group) and reaps it.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            Self::signal_group(c.id(), libc::SIGKILL);
-            let _ = c.wait();
-        }
-    }
-
-    /// Stops the peer (SIGTERM to its group, SIGKILL after 3 s or to any worker left)
-    /// and reaps it.
-    pub(crate) fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        Self::signal_group(c.id(), libc::SIGTERM);
-        // A paused peer acts on SIGTERM only once it runs again.
-        Self::signal_group(c.id(), libc::SIGCONT);
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = c.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self::signal_group(c.id(), libc::SIGKILL);
-        let _ = c.wait();
-    }
-
-    /// True if the peer has exited.
-    pub(crate) fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
-    }
-
-    /// Panics with the peer's log if it has exited.
-    pub(crate) fn assert_running(&mut self) {
-        if let Some(c) = &mut self.child
-            && let Ok(Some(status)) = c.try_wait()
-        {
-            panic!("{} exited ({status}):\n{}", self.name, self.log());
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Sends one OPTIONS and waits for the matching final reply; returns its code.
 pub(crate) fn options_once(addr: SocketAddr, transport: Transport, wait: Duration) -> Option<u16> {
     let ids = ProbeIds::fresh(1);
+    let request = |transport, local| {
+        build_options(&OptionsRequest {
+            transport,
+            host: "127.0.0.1",
+            port: addr.port(),
+            local,
+            from_domain: "sipdns.invalid",
+            user_agent: "sipdns-test",
+            ids: &ids,
+        })
+        .ok()
+    };
     match transport {
         Transport::Udp => {
             let s = UdpSocket::bind("127.0.0.1:0").ok()?;
             s.set_read_timeout(Some(wait)).ok()?;
-            let req = build_options(&OptionsRequest {
-                transport,
-                host: "127.0.0.1",
-                port: addr.port(),
-                local: s.local_addr().ok()?,
-                from_domain: "sipdns.invalid",
-                user_agent: "sipdns-test",
-                ids: &ids,
-            })
-            .ok()?;
+            let req = request(transport, s.local_addr().ok()?)?;
             s.send_to(&req, addr).ok()?;
             let mut buf = [0u8; 4096];
             let (n, _) = s.recv_from(&mut buf).ok()?;
@@ -181,16 +47,7 @@ pub(crate) fn options_once(addr: SocketAddr, transport: Transport, wait: Duratio
             use std::io::{Read as _, Write as _};
             let mut s = std::net::TcpStream::connect_timeout(&addr, wait).ok()?;
             s.set_read_timeout(Some(wait)).ok()?;
-            let req = build_options(&OptionsRequest {
-                transport: Transport::Tcp,
-                host: "127.0.0.1",
-                port: addr.port(),
-                local: s.local_addr().ok()?,
-                from_domain: "sipdns.invalid",
-                user_agent: "sipdns-test",
-                ids: &ids,
-            })
-            .ok()?;
+            let req = request(Transport::Tcp, s.local_addr().ok()?)?;
             s.write_all(&req).ok()?;
             let mut buf = vec![0u8; 4096];
             let n = s.read(&mut buf).ok()?;
@@ -212,7 +69,7 @@ pub(crate) fn wait_answering(peer: &mut Peer, addr: SocketAddr, transport: Trans
     }
     panic!(
         "{} does not answer OPTIONS on {addr}/{transport}:\n{}",
-        peer.name,
+        peer.name(),
         peer.log()
     );
 }
@@ -354,19 +211,27 @@ pub(crate) fn test_ca(dir: &Path, prefix: &str, dns_name: &str) -> TlsFiles {
 }
 
 fn kamailio_modules() -> PathBuf {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
-        "/usr/lib/aarch64-linux-gnu/kamailio/modules",
-        "/usr/lib64/kamailio/modules",
-        "/usr/lib/kamailio/modules",
-    ];
+    modules_dir(
+        "kamailio",
+        &[
+            "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+            "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+            "/usr/lib64/kamailio/modules",
+            "/usr/lib/kamailio/modules",
+        ],
+        "sl.so",
+    )
+}
+
+/// The first of `candidates` that holds `marker`; panics naming the Debian package.
+fn modules_dir(package: &str, candidates: &[&str], marker: &str) -> PathBuf {
     candidates
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.join("sl.so").is_file())
+        .find(|p| p.join(marker).is_file())
         .unwrap_or_else(|| {
             panic!(
-                "kamailio modules (sl.so) not found in {candidates:?} (apt-get install -y kamailio)"
+                "{package} modules ({marker}) not found in {candidates:?} (apt-get install -y {package})"
             )
         })
 }
@@ -584,21 +449,16 @@ impl Registrar {
 }
 
 fn baresip_modules() -> PathBuf {
-    let candidates = [
-        "/usr/lib/baresip/modules",
-        "/usr/lib/x86_64-linux-gnu/baresip/modules",
-        "/usr/lib/aarch64-linux-gnu/baresip/modules",
-        "/usr/local/lib/baresip/modules",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("account.so").is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "baresip modules (account.so) not found in {candidates:?} (apt-get install -y baresip-core)"
-            )
-        })
+    modules_dir(
+        "baresip-core",
+        &[
+            "/usr/lib/baresip/modules",
+            "/usr/lib/x86_64-linux-gnu/baresip/modules",
+            "/usr/lib/aarch64-linux-gnu/baresip/modules",
+            "/usr/local/lib/baresip/modules",
+        ],
+        "account.so",
+    )
 }
 
 /// What a baresip phone is told.

@@ -1,0 +1,68 @@
+//! A prober running on its own, outside a server, for the tests that drive it directly
+//! (`prober.rs`, `faults.rs`): started from a [`SipConfig`] and a lookup, stopped on drop.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sipdns::{
+    config::SipConfig,
+    health::{Health, HealthView as _, Lookup, Prober, ProberHandle},
+    metrics::Metrics,
+    shutdown::CancellationToken,
+    target::{TargetKey, Transport},
+};
+
+/// A running prober; dropping it stops the task.
+pub(crate) struct Running {
+    pub(crate) handle: ProberHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub(crate) fn start(cfg: SipConfig, lookup: Arc<dyn Lookup>) -> Running {
+    let metrics = Arc::new(Metrics::new());
+    let stop = CancellationToken::new();
+    let handle = Prober::spawn(&cfg, lookup, metrics.clone(), None, stop.clone()).unwrap();
+    Running {
+        handle,
+        metrics,
+        stop,
+    }
+}
+
+impl Running {
+    pub(crate) fn health(&self, k: &TargetKey) -> Health {
+        self.handle.snapshot().load().status(k).health
+    }
+
+    pub(crate) fn good(&self, t: Transport) -> u64 {
+        self.metrics
+            .probes
+            .with_label_values(&[t.as_str(), "good"])
+            .get()
+    }
+
+    /// Waits (bounded) for a health; returns how long it took.
+    pub(crate) async fn wait_health(&self, k: &TargetKey, want: Health, max: Duration) -> Duration {
+        let t0 = Instant::now();
+        while t0.elapsed() < max {
+            if self.health(k) == want {
+                return t0.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let row = self.handle.targets().into_iter().find(|r| r.key == *k);
+        panic!(
+            "{k} not {want:?} within {max:?}; now {:?}, {row:?}",
+            self.health(k)
+        );
+    }
+}
