@@ -280,6 +280,8 @@ impl Secondaries {
                 this.read_catalog(&origin, &zone);
             }
         }
+        // What parsing the copies left behind goes back to the system.
+        crate::memory::release_freed();
         Ok(Arc::new(this))
     }
 
@@ -721,7 +723,18 @@ impl Secondaries {
         let path = disk::path_of(&self.dir, origin);
         match transferred {
             Some(zone) => {
-                tracing::info!(zone = %origin, serial = ?serial_of(&zone.soa), records = zone.len(), "zone transferred");
+                if let Checked::Transferred(_, info) = &found {
+                    tracing::info!(
+                        zone = %origin,
+                        serial = ?serial_of(&zone.soa),
+                        records = zone.len(),
+                        kind = info.kind.label(),
+                        bytes = info.bytes,
+                        received = info.records,
+                        seconds = info.duration_seconds,
+                        "zone transferred"
+                    );
+                }
                 if settings.role == Role::Catalog {
                     self.catalog_changed(origin, &zone).await;
                 } else {
@@ -731,7 +744,11 @@ impl Secondaries {
                 // only means the next start transfers from the older serial.
                 let text_zone = zone.clone();
                 let written = tokio::task::spawn_blocking(move || {
-                    disk::write_atomic(&path, &disk::render(&text_zone))
+                    let written = disk::write_atomic(&path, &disk::render(&text_zone));
+                    // The old copy and the text are freed: RSS follows the zones held.
+                    drop(text_zone);
+                    crate::memory::release_freed();
+                    written
                 })
                 .await;
                 if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
