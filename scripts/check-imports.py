@@ -20,6 +20,8 @@ import sys
 # Bottom to top. One line per module; the comment says why it sits there.
 LAYERS = [
     "memory",    # returning freed memory to the system: no crate imports
+    "atomic_file",  # replacing a file atomically, never through a symlink: no crate imports
+    "descriptors",  # the open-files limit raised and shared out: no crate imports
     "shutdown",  # the cancellation token
     "record",    # plain DNS record data: the floor every other module stands on
     "target",    # what a SIP target is
@@ -35,7 +37,9 @@ LAYERS = [
     "dns",       # the UDP/TCP listeners and the wire format
     "notify",    # systemd readiness / watchdog notifications
     "reload",    # hot reload: validate aside, swap, tell the followers
-    "api",       # the REST API (HTTP only)
+    "events",    # webhooks: a prober observer and a reload-result hook
+    "api",       # the REST API (HTTP only) and the status page
+    "cli",       # the command-line client of the API (over HTTP; reads the config only)
     "app",       # wiring only: nothing imports it but main
     "main",      # the binary
 ]

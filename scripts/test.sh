@@ -24,6 +24,7 @@ packages=(
   "baresip-core          baresip"
   "linphone-cli          linphonec"
   "openssl               openssl"
+  "ca-certificates       update-ca-certificates"
   "kea-dhcp4-server      kea-dhcp4"
   "dnsmasq-base          dnsmasq"
   "systemd               systemd-analyze"

@@ -19,7 +19,10 @@ use crate::{
         handler::Handler,
         server::{self, Limits},
     },
-    health::{AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle},
+    health::{
+        AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle, admin::Drain,
+        observer::AdminCause,
+    },
     metrics::Metrics,
     record::{Answer, DomainName, RType},
     reload::Reloader,
@@ -69,9 +72,14 @@ impl Server {
                 .context("setting up the upstream forwarder")?,
         );
         let health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+        // Client connections get only what the open-files limit can spare.
+        let budget = crate::descriptors::Budget::for_process(
+            config.api.max_connections,
+            config.dns.tcp_max_connections,
+        );
         let limits = Limits {
             max_inflight: config.dns.max_inflight,
-            tcp_max_connections: config.dns.tcp_max_connections,
+            tcp_max_connections: budget.tcp_dns,
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
         };
         let listen = config.dns.listen.clone();
@@ -87,8 +95,9 @@ impl Server {
         let config = secondaries.overlay_config(&config).unwrap_or(config);
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
-        // Read at start only: a change of `api:` takes a restart.
+        // Read at start only: a change of `api:` or `events:` takes a restart.
         let api_config = config.api.clone();
+        let events = crate::events::Events::start(&config.events, metrics.clone());
         let resolver = Arc::new(Resolver::new(
             Data {
                 config: Arc::new(config),
@@ -109,6 +118,11 @@ impl Server {
         )
         .context("starting the SIP prober")?;
         resolver.set_health(prober.snapshot());
+        let history = Arc::new(crate::health::history::History::default());
+        prober.observe(history.clone());
+        if events.is_active() {
+            prober.observe(events.clone());
+        }
         let handler = Arc::new(Handler::new(resolver.clone(), metrics.clone()));
         // The real bound on upstream waits is in the resolver; this one is a safety net.
         let inflight = Arc::new(Semaphore::new(limits.max_inflight * 2 + 64));
@@ -174,6 +188,9 @@ impl Server {
                 prober.reconfigure(&data.config.sip)
             }));
         }
+        if events.is_active() {
+            reloader.on_result(Box::new(move |r| events.reload(r)));
+        }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
         if !secondaries.is_empty() {
             // [secondary zones] laid over every reload; a transfer swaps the state like one;
@@ -209,6 +226,12 @@ impl Server {
             )
             .with_targets(Arc::new(ProberTargets(prober.clone())))
             .with_readiness(prober.ready())
+            .with_limits(api::ApiLimits {
+                max_connections: budget.api,
+                request_timeout: api_config.request_timeout,
+            })
+            .with_history(history)
+            .with_ui(api_config.ui)
             .with_secondaries(secondaries.clone());
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
@@ -286,10 +309,22 @@ impl TargetControl for ProberTargets {
     }
 
     fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), AdminError> {
-        self.0.set_admin(key, state).map_err(|e| match e {
-            ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
-            other => AdminError::Failed(other.to_string()),
-        })
+        self.0
+            .set_admin(key, state)
+            .map_err(|e| admin_error(key, e))
+    }
+
+    fn drain(&self, key: &TargetKey, drain: Drain) -> Result<(), AdminError> {
+        self.0
+            .set_admin_with(key, AdminState::Drained, Some(drain), AdminCause::Api)
+            .map_err(|e| admin_error(key, e))
+    }
+}
+
+fn admin_error(key: &TargetKey, e: ProbeError) -> AdminError {
+    match e {
+        ProbeError::UnknownTarget(_) => AdminError::UnknownTarget(key.to_string()),
+        other => AdminError::Failed(other.to_string()),
     }
 }
 
@@ -346,8 +381,27 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// `sipdns check`: [`state::check`], then what start-up would do with the admin state file
+/// (a bad one does not stop a start: it is moved aside, see
+/// [`crate::health::admin::AdminTable::load_at_start`]).
+pub fn check(path: &Path) -> anyhow::Result<String> {
+    let summary = state::check(path)?;
+    // The config is valid (state::check loaded it); read again for its state_file only.
+    let config = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| Config::from_text(path, &text).ok());
+    let admin = config
+        .and_then(|c| c.state_file)
+        .map(|p| crate::health::admin::AdminTable::check(&p));
+    Ok(match admin {
+        Some(line) => format!("{summary}\n{line}"),
+        None => summary,
+    })
+}
+
 /// `sipdns run`: runs until SIGTERM/SIGINT.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
+    crate::descriptors::raise_soft_limit();
     let (config, zones) =
         state::load(path).with_context(|| format!("loading {}", path.display()))?;
     // What parsing left behind (the zone texts and documents) goes back to the system.

@@ -9,7 +9,10 @@
 //! # Layout
 //!
 //! - [`app`]: wiring only — load config, build state, spawn tasks, wait for shutdown.
+//! - [`atomic_file`]: replacing a file atomically, never through a planted symlink.
 //! - [`config`]: the YAML config (strict), defaults and validation.
+//! - [`descriptors`]: the open-files limit raised at start and shared so client
+//!   connections never take what serving needs.
 //! - [`record`]: plain DNS record data shared by modules that must not see hickory types.
 //! - [`target`]: what a SIP target is (address, port, transport).
 //! - [`hickory`]: the one conversion between hickory's records and [`record`].
@@ -23,7 +26,9 @@
 //! - [`health`]: target health state, the SIP OPTIONS codec and the prober task.
 //! - [`policy`]: the pure health policy that reorders and withholds records.
 //! - [`dns`]: the UDP/TCP listeners and the wire format.
-//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`.
+//! - [`api`]: the REST API, `/metrics`, `/livez`, `/readyz`, the status page.
+//! - [`cli`]: the command-line client of the API (`sipdns status`, `targets`, `drain` ...).
+//! - [`events`]: webhooks for transitions, drains and reloads.
 //! - [`metrics`]: every Prometheus series.
 //! - [`reload`]: hot reload (file change, SIGHUP, API) and zone edits: validate aside, swap
 //!   atomically, tell the followers.
@@ -36,8 +41,12 @@
 
 pub mod api;
 pub mod app;
+pub mod atomic_file;
+pub mod cli;
 pub mod config;
+pub mod descriptors;
 pub mod dns;
+pub mod events;
 pub mod health;
 pub mod hickory;
 pub mod memory;

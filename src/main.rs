@@ -1,13 +1,17 @@
 //! The `sipdns` binary: parse the command line, set up logging, run. Everything else lives
 //! in the library.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use sipdns::config::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "sipdns", version, about = "SIP-aware DNS forwarding proxy")]
 struct Cli {
+    /// Log lines as `text` or `json` (default: the config's `log.format`, else text).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,20 +30,47 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    #[command(flatten)]
+    Client(sipdns::cli::ClientCommand),
+}
+
+/// Sets up logging to stderr: colours only on a terminal, never in the journal or a file.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        // The module path would clash with the `target` field of target events.
+        LogFormat::Json => builder
+            .with_target(false)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
     sipdns::memory::limit_arenas();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let format = match (cli.log_format.as_deref(), &cli.command) {
+        (Some("json"), _) => LogFormat::Json,
+        (Some(_), _) => LogFormat::Text,
+        // Read ahead for `log.format` only; errors are reported by the real load below.
+        (None, Command::Run { config } | Command::Check { config }) => {
+            sipdns::config::Config::load(config).map_or(LogFormat::Text, |c| c.log.format)
+        }
+        (None, Command::Client(_)) => LogFormat::Text,
+    };
+    init_logging(format);
     match cli.command {
-        Command::Check { config } => match sipdns::state::check(&config) {
+        Command::Client(cmd) => sipdns::cli::run(cmd),
+        Command::Check { config } => match sipdns::app::check(&config) {
             Ok(summary) => {
                 eprintln!("{summary}");
                 ExitCode::SUCCESS

@@ -62,6 +62,17 @@ pub struct Metrics {
     /// 1 if the last reload attempt succeeded (or none was made since start), else 0: the
     /// files on disk are not what is running.
     pub reload_last_ok: IntGauge,
+    /// Admin state files moved aside at start because they could not be used, by reason
+    /// (`unreadable`, `empty`, `corrupt`).
+    pub state_file_quarantined: IntCounterVec,
+    /// API connections closed at once because every slot (`api.max_connections`) was
+    /// taken.
+    pub api_connections_rejected: IntCounterVec,
+    /// Events delivered to webhooks, by kind (`transition`, `admin`, `reload`).
+    pub events_sent: IntCounterVec,
+    /// Events not delivered to a webhook, by reason (`queue_full`: the receiver's queue was
+    /// full; `failed`: every attempt failed).
+    pub events_dropped: IntCounterVec,
     /// Secondary zones: the SOA serial in force, by zone.
     pub zone_serial: GaugeVec,
     /// Secondary zones: transfers by zone, kind (`axfr`, `ixfr`) and result (`ok`,
@@ -262,6 +273,18 @@ impl Metrics {
                 "Config and zone reloads, by result.",
                 &["result"],
             ),
+            events_sent: counter(
+                &r,
+                "sipdns_events_sent_total",
+                "Events delivered to webhooks, by kind.",
+                &["kind"],
+            ),
+            events_dropped: counter(
+                &r,
+                "sipdns_events_dropped_total",
+                "Events not delivered to a webhook, by reason.",
+                &["reason"],
+            ),
             reload_timestamp,
             reload_last_ok,
             zone_serial: gauge_vec(
@@ -305,6 +328,18 @@ impl Metrics {
                 "sipdns_zone_catalog_unknown_properties_total",
                 "Catalog zones: member properties not understood by sipdns (ignored), by catalog.",
                 &["catalog"],
+            ),
+            state_file_quarantined: counter(
+                &r,
+                "sipdns_state_file_quarantined_total",
+                "Admin state files moved aside at start because they could not be used, by reason.",
+                &["reason"],
+            ),
+            api_connections_rejected: counter(
+                &r,
+                "sipdns_api_connections_rejected_total",
+                "API connections closed at once because every slot was taken, by limit.",
+                &["limit"],
             ),
             registry: r,
         };
@@ -367,6 +402,18 @@ impl Metrics {
         }
         for res in ["accepted", "refused"] {
             let _ = self.zone_notifies.with_label_values(&[res]);
+        }
+        for reason in ["unreadable", "empty", "corrupt"] {
+            let _ = self.state_file_quarantined.with_label_values(&[reason]);
+        }
+        for limit in ["max_connections", "descriptors"] {
+            let _ = self.api_connections_rejected.with_label_values(&[limit]);
+        }
+        for k in ["transition", "admin", "reload"] {
+            let _ = self.events_sent.with_label_values(&[k]);
+        }
+        for r in ["queue_full", "failed"] {
+            let _ = self.events_dropped.with_label_values(&[r]);
         }
     }
 

@@ -74,6 +74,9 @@ pub struct ReloadStatus {
 pub type ZoneOverlay =
     Arc<dyn Fn(&Config, &ZoneStore) -> (Option<Config>, ZoneStore) + Send + Sync>;
 
+/// Told of every reload attempt's result (the webhooks).
+pub type ResultHook = Box<dyn Fn(Result<(), &str>) + Send + Sync>;
+
 /// Reloads config and zones for one running server.
 pub struct Reloader {
     config_path: PathBuf,
@@ -87,6 +90,8 @@ pub struct Reloader {
     /// The number of states installed since start (reloads and zone edits): followers wait
     /// on it ([`Self::follow`]).
     applied: watch::Sender<u64>,
+    /// Told of every reload attempt's result ([`Self::on_result`]).
+    results: Mutex<Vec<ResultHook>>,
     /// The text of the config file in force, once a reload has read it: an unchanged
     /// config is not parsed again when only a zone changed.
     config_text: Mutex<Option<String>>,
@@ -109,6 +114,7 @@ impl Reloader {
             status: Mutex::new(status),
             write_lock: Mutex::new(()),
             applied: watch::Sender::new(0),
+            results: Mutex::new(Vec::new()),
             config_text: Mutex::new(None),
             overlay: Mutex::new(None),
         }
@@ -182,6 +188,21 @@ impl Reloader {
         drop(current);
     }
 
+    /// Runs `hook` with the result of every reload attempt (not of API zone edits).
+    pub fn on_result(&self, hook: ResultHook) {
+        if let Ok(mut h) = self.results.lock() {
+            h.push(hook);
+        }
+    }
+
+    fn tell(&self, result: Result<(), &str>) {
+        if let Ok(hooks) = self.results.lock() {
+            for h in hooks.iter() {
+                h(result);
+            }
+        }
+    }
+
     /// The config file.
     pub fn config_path(&self) -> &Path {
         &self.config_path
@@ -203,7 +224,8 @@ impl Reloader {
                 if let Ok(mut t) = self.config_text.lock() {
                     *t = Some(text);
                 }
-                tracing::info!(path = %self.config_path.display(), "config and zones reloaded");
+                tracing::info!(event = "reload", ok = true, path = %self.config_path.display(), "config and zones reloaded");
+                self.tell(Ok(()));
                 // `current` is released only after the swap: freeing a large old state
                 // (tens of ms for 100,000 records) then happens after the new one is in
                 // force.
@@ -212,7 +234,9 @@ impl Reloader {
                 Ok(())
             }
             Err(e) => {
-                self.failed(&e.to_string());
+                let text = e.to_string();
+                self.failed(&text);
+                self.tell(Err(&text));
                 Err(e)
             }
         }
@@ -283,7 +307,7 @@ impl Reloader {
     fn failed(&self, e: &str) {
         self.metrics.reloads.with_label_values(&["error"]).inc();
         self.metrics.reload_last_ok.set(0);
-        tracing::error!(error = %e, "reload rejected; keeping the running config");
+        tracing::error!(event = "reload", ok = false, error = %e, "reload rejected; keeping the running config");
         if let Ok(mut s) = self.status.lock() {
             s.last_error = Some(e.to_owned());
             s.reloads_failed += 1;

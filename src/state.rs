@@ -65,7 +65,12 @@ pub fn load_text_reusing(
     previous: Option<&ZoneStore>,
 ) -> Result<(Config, ZoneStore), LoadError> {
     let config = Config::from_text_reusing(path, text, previous_config)?;
-    let zones = zones::load_dir_reusing(&config.zones.dir, &config.zones.modes, previous)?;
+    let zones = zones::load_dir_limited(
+        &config.zones.dir,
+        &config.zones.modes,
+        config.zones.max_file_size,
+        previous,
+    )?;
     Ok((config, zones))
 }
 

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::{AdminError, ApiState, auth, error::ApiError, openapi};
 use crate::{
-    health::AdminState,
+    health::{AdminState, admin::Drain},
     policy::Explanation,
     record::{DomainName, RType},
     reload::ReloadError,
@@ -78,6 +78,7 @@ fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
         r!(GET "/readyz", Open, readyz),
         r!(GET "/metrics", Open, metrics),
         r!(GET "/api/v1/openapi.json", Token, openapi_doc),
+        r!(GET "/api/v1/status", Token, status),
         r!(GET "/api/v1/zones", Token, list_zones),
         r!(POST "/api/v1/zones", Token, create_zone),
         r!(GET "/api/v1/zones/{zone}", Token, get_zone),
@@ -90,6 +91,10 @@ fn routes() -> Vec<(RouteSpec, MethodRouter<ApiState>)> {
         r!(POST "/api/v1/targets/{addr}/{transport}/enable", Token, enable_target),
         r!(GET "/api/v1/explain", Token, explain),
         r!(POST "/api/v1/reload", Token, reload),
+        r!(GET "/", Open, super::ui::page),
+        r!(GET "/ui/app.js", Open, super::ui::script),
+        r!(GET "/ui/app.css", Open, super::ui::style),
+        r!(GET "/api/v1/ui/dashboard", Token, super::ui::dashboard),
     ]
 }
 
@@ -107,7 +112,21 @@ pub fn router(state: ApiState) -> Router {
         // Routes on one path with different methods merge into one method router.
         app = app.route(spec.path, handler);
     }
-    app.fallback(no_route).with_state(state)
+    app.fallback(no_route)
+        .layer(middleware::from_fn(log_writes))
+        .with_state(state)
+}
+
+/// One log line per API write (any method but GET / HEAD), with stable field names.
+async fn log_writes(req: axum::extract::Request, next: middleware::Next) -> Response {
+    let method = req.method().clone();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    tracing::info!(event = "api_write", method = %method, path, status = resp.status().as_u16(), "API write");
+    resp
 }
 
 async fn no_route() -> ApiError {
@@ -121,13 +140,19 @@ async fn livez() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let r = s.readiness();
+    let r = s.ready_code();
     let status = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(r)).into_response()
+}
+
+/// The readiness detail with the last reload error: token only.
+async fn status(State(s): State<ApiState>) -> Response {
+    let r = s.readiness();
+    (StatusCode::OK, Json(r)).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -321,11 +346,101 @@ async fn list_targets(State(s): State<ApiState>) -> Result<Json<serde_json::Valu
     Ok(Json(targets(&s)?.list()))
 }
 
+/// The optional body of a drain: `{"duration": "30m", "note": "...", "by": "..."}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainRequest {
+    /// How long (humantime: `30m`, `2h`, `1d`); none: until enabled.
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// The longest timed drain (a longer one is a plain drain, not a maintenance window).
+const MAX_DRAIN: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+impl DrainRequest {
+    fn into_drain(self) -> Result<Drain, ApiError> {
+        let invalid =
+            |field: &str, reason: String| ApiError::Invalid(vec![Problem::at(field, reason)]);
+        let text =
+            |field: &str, v: Option<String>, max: usize| -> Result<Option<String>, ApiError> {
+                match v.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+                    Some(t) if t.chars().count() > max => {
+                        Err(invalid(field, format!("longer than {max} characters")))
+                    }
+                    Some(t) if t.chars().any(char::is_control) => Err(invalid(
+                        field,
+                        "control characters are not allowed".to_owned(),
+                    )),
+                    other => Ok(other),
+                }
+            };
+        let note = text("note", self.note, 500)?;
+        let by = text("by", self.by, 100)?;
+        let Some(d) = self.duration else {
+            return Ok(Drain {
+                until: None,
+                note,
+                by,
+            });
+        };
+        let duration = humantime::parse_duration(d.trim()).map_err(|e| {
+            invalid(
+                "duration",
+                format!("{d:?} is not a duration ({e}); write e.g. 30m, 2h"),
+            )
+        })?;
+        if duration.is_zero() || duration > MAX_DRAIN {
+            return Err(invalid(
+                "duration",
+                format!("{d:?} is out of range (more than 0, at most 366 days)"),
+            ));
+        }
+        Ok(Drain::for_duration(duration, note, by))
+    }
+}
+
 async fn drain_target(
     State(s): State<ApiState>,
     Path((addr, transport)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    set_admin(&s, &addr, &transport, AdminState::Drained).await
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return set_admin(&s, &addr, &transport, AdminState::Drained).await;
+    }
+    let drain = json_body::<DrainRequest>(&headers, &body)?.into_drain()?;
+    let key = target_key(&addr, &transport)?;
+    let control = targets(&s)?;
+    let d = drain.clone();
+    tokio::task::spawn_blocking(move || control.drain(&key, d))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the admin task failed: {e}")))?
+        .map_err(admin_error)?;
+    let mut out = json!({ "target": key.to_string(), "admin": AdminState::Drained });
+    if let (Some(map), Ok(serde_json::Value::Object(details))) =
+        (out.as_object_mut(), serde_json::to_value(&drain))
+    {
+        map.extend(details.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    Ok(Json(out))
+}
+
+fn target_key(addr: &str, transport: &str) -> Result<TargetKey, ApiError> {
+    format!("{addr}/{transport}")
+        .parse()
+        .map_err(|e: String| ApiError::BadRequest(Problem::at("target", e)))
+}
+
+fn admin_error(e: AdminError) -> ApiError {
+    match e {
+        AdminError::UnknownTarget(t) => ApiError::NotFound(format!("unknown target {t}")),
+        AdminError::Failed(r) => ApiError::Internal(r),
+    }
 }
 
 async fn enable_target(
@@ -347,17 +462,12 @@ async fn set_admin(
     transport: &str,
     state: AdminState,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let key: TargetKey = format!("{addr}/{transport}")
-        .parse()
-        .map_err(|e: String| ApiError::BadRequest(Problem::at("target", e)))?;
+    let key = target_key(addr, transport)?;
     let control = targets(s)?;
     tokio::task::spawn_blocking(move || control.set_admin(&key, state))
         .await
         .map_err(|e| ApiError::Internal(format!("the admin task failed: {e}")))?
-        .map_err(|e| match e {
-            AdminError::UnknownTarget(t) => ApiError::NotFound(format!("unknown target {t}")),
-            AdminError::Failed(r) => ApiError::Internal(r),
-        })?;
+        .map_err(admin_error)?;
     Ok(Json(json!({ "target": key.to_string(), "admin": state })))
 }
 

@@ -61,6 +61,108 @@ pub struct Config {
     /// Where operator state that must survive a restart (drained targets) is kept.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// How log lines are written.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where events (transitions, drains, reloads) are sent.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// `log:` — read at start (a change takes a restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (for people; colours only on a terminal) or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `2026-01-01T08:00:00Z  INFO message key=value`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `events:` — read at start (a change takes a restart).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// URLs that receive a JSON POST for every event.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL.
+    pub url: WebhookUrl,
+    /// File holding a token sent as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding that token (used when `token_file` is unset).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Time for one delivery attempt.
+    #[serde(default = "default_webhook_timeout", with = "human")]
+    pub timeout: Duration,
+    /// Further attempts after a failed one (with doubling back-off from 500 ms).
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+    /// Events waiting for this receiver at most; more are dropped and counted.
+    #[serde(default = "default_webhook_queue")]
+    pub queue: usize,
+}
+
+/// A webhook URL: `http://` or `https://`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    /// The URL text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WebhookUrl {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(Self(s)),
+            _ => Err(format!(
+                "{s:?} is not a webhook URL; write http://host[:port]/path or https://..."
+            )),
+        }
+    }
+}
+
+impl From<WebhookUrl> for String {
+    fn from(u: WebhookUrl) -> Self {
+        u.0
+    }
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_webhook_retries() -> u32 {
+    3
+}
+fn default_webhook_queue() -> usize {
+    1000
 }
 
 /// `dns:` — the listener.
@@ -173,6 +275,10 @@ pub struct ZonesConfig {
     /// Merge mode of RFC 1035 `*.zone` files, by zone name (YAML zones carry their own).
     #[serde(default)]
     pub modes: BTreeMap<DomainName, MergeMode>,
+    /// Largest zone file read, in bytes (a `.zone` file together with what it
+    /// `$INCLUDE`s). A bigger file is refused with an error naming it.
+    #[serde(default = "default_zone_max_file_size")]
+    pub max_file_size: u64,
     /// Where zones transferred from a primary are kept (one RFC 1035 file per zone).
     #[serde(default = "default_secondary_dir")]
     pub secondary_dir: PathBuf,
@@ -318,14 +424,40 @@ pub struct ProbeConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeTlsConfig {
-    /// PEM file of CA certificates to trust; empty means the bundled web PKI roots are not
-    /// used either, so set this for TLS targets.
+    /// PEM file of CA certificates to trust (see `trust`).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Verify the server certificate against `ca_file` and the SRV target name. Turning this
-    /// off is an explicit opt-out for lab setups.
+    /// Verify the server certificate against the trusted CAs and the SRV target name.
+    /// Turning this off is an explicit opt-out for lab setups.
     #[serde(default = "default_true")]
     pub verify: bool,
+    /// Which CAs are trusted: `system` (the system trust store), `file` (only `ca_file`) or
+    /// `both`. Unset: `file` when `ca_file` is set, else `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TlsTrust>,
+}
+
+/// `sip.probe.tls.trust`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsTrust {
+    /// The system trust store (`/etc/ssl/certs`, `SSL_CERT_FILE`, `SSL_CERT_DIR`).
+    System,
+    /// Only the CAs in `ca_file`.
+    File,
+    /// The system store and `ca_file`.
+    Both,
+}
+
+impl ProbeTlsConfig {
+    /// `trust`, or its default: `file` with a `ca_file`, else `system`.
+    pub fn effective_trust(&self) -> TlsTrust {
+        self.trust.unwrap_or(if self.ca_file.is_some() {
+            TlsTrust::File
+        } else {
+            TlsTrust::System
+        })
+    }
 }
 
 impl Default for ProbeTlsConfig {
@@ -333,6 +465,7 @@ impl Default for ProbeTlsConfig {
         Self {
             ca_file: None,
             verify: true,
+            trust: None,
         }
     }
 }
@@ -527,6 +660,17 @@ pub struct ApiConfig {
     /// Environment variable holding the bearer token (used when `token_file` is unset).
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// Most API connections open at once; one over it is closed at once. sipdns may lower
+    /// it at start to fit the open-files limit (logged).
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Deadline for a request's headers, then for its whole body; a slower client is cut
+    /// off. A kept-alive connection that starts no new request within it is closed too.
+    #[serde(default = "default_api_request_timeout", with = "human")]
+    pub request_timeout: Duration,
+    /// Serve the status page at `/` (its data still needs the token).
+    #[serde(default = "default_true")]
+    pub ui: bool,
 }
 
 impl Default for ApiConfig {
@@ -535,6 +679,9 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             token_file: None,
             token_env: default_token_env(),
+            max_connections: default_api_max_connections(),
+            request_timeout: default_api_request_timeout(),
+            ui: true,
         }
     }
 }
@@ -593,6 +740,7 @@ impl Default for ZonesConfig {
             secondary_dir: default_secondary_dir(),
             secondary: Vec::new(),
             catalog_groups: BTreeMap::new(),
+            max_file_size: default_zone_max_file_size(),
         }
     }
 }
@@ -769,6 +917,18 @@ fn default_api_listen() -> Option<SocketAddr> {
 fn default_token_env() -> String {
     "SIPDNS_API_TOKEN".to_owned()
 }
+fn default_api_max_connections() -> usize {
+    64
+}
+fn default_api_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_zone_max_file_size() -> u64 {
+    DEFAULT_ZONE_MAX_FILE_SIZE
+}
+
+/// The default of `zones.max_file_size`: 64 MiB.
+pub const DEFAULT_ZONE_MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// Durations written for people: `500ms`, `5s`, `1m 30s`, `1d`.
 pub mod human {
@@ -880,6 +1040,11 @@ impl Config {
         }
         if let Some(p) = &mut self.api.token_file {
             fix(p);
+        }
+        for w in &mut self.events.webhooks {
+            if let Some(p) = &mut w.token_file {
+                fix(p);
+            }
         }
         if let Some(p) = &mut self.sip.probe.tls.ca_file {
             fix(p);

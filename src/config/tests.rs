@@ -169,3 +169,42 @@ fn a_reload_reuses_the_parse_of_unchanged_config_text_but_validates_it_again() {
     let e = Config::from_text_reusing(path, text, Some((text, &previous))).unwrap_err();
     assert!(e.to_string().contains("dns.max_inflight"), "{e}");
 }
+
+#[test]
+fn security_limits_default_and_bad_values_name_their_field() {
+    let c = Config::from_text(Path::new("c.yaml"), "{}\n").unwrap();
+    assert_eq!(c.api.max_connections, 64);
+    assert_eq!(c.api.request_timeout, Duration::from_secs(10));
+    assert_eq!(c.zones.max_file_size, 64 << 20);
+    // No ca_file: the system store; a ca_file alone: only it.
+    assert_eq!(c.sip.probe.tls.effective_trust(), TlsTrust::System);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let with_ca = |trust: &str| {
+        format!(
+            "sip:\n  probe:\n    tls:\n      ca_file: {}\n{trust}",
+            ca.display()
+        )
+    };
+    let c = Config::from_text(Path::new("c.yaml"), &with_ca("")).unwrap();
+    assert_eq!(c.sip.probe.tls.effective_trust(), TlsTrust::File);
+    let c = Config::from_text(Path::new("c.yaml"), &with_ca("      trust: both\n")).unwrap();
+    assert_eq!(c.sip.probe.tls.effective_trust(), TlsTrust::Both);
+    for (text, field) in [
+        ("api:\n  max_connections: 0\n", "api.max_connections"),
+        ("api:\n  request_timeout: 0s\n", "api.request_timeout"),
+        ("zones:\n  max_file_size: 0\n", "zones.max_file_size"),
+        (
+            "sip:\n  probe:\n    tls:\n      trust: file\n",
+            "sip.probe.tls.trust",
+        ),
+        (&with_ca("      trust: system\n"), "sip.probe.tls.trust"),
+    ] {
+        let e = Config::from_text(Path::new("c.yaml"), text).unwrap_err();
+        assert!(
+            e.errors.iter().any(|x| x.field.as_deref() == Some(field)),
+            "{text}: {e}"
+        );
+    }
+}

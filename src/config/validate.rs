@@ -2,7 +2,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use super::Config;
+use super::{Config, TlsTrust};
 
 /// One semantic problem: the field path (`sip.domains[0].ttl`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +145,19 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
             ),
         }
     }
+    match (p.tls.trust, &p.tls.ca_file) {
+        (Some(TlsTrust::File | TlsTrust::Both), None) => err(
+            &mut out,
+            "sip.probe.tls.trust",
+            "needs sip.probe.tls.ca_file (or trust: system)",
+        ),
+        (Some(TlsTrust::System), Some(_)) => err(
+            &mut out,
+            "sip.probe.tls.trust",
+            "system ignores sip.probe.tls.ca_file: use both, or file, or drop ca_file",
+        ),
+        _ => {}
+    }
     if p.fall == 0 {
         err(&mut out, "sip.probe.fall", "must be at least 1");
     }
@@ -241,6 +254,15 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
             "api.listen",
             "must differ from every dns.listen address",
         );
+    }
+    if c.api.max_connections == 0 {
+        err(&mut out, "api.max_connections", "must be at least 1");
+    }
+    if c.api.request_timeout.is_zero() {
+        err(&mut out, "api.request_timeout", "must be more than 0");
+    }
+    if c.zones.max_file_size == 0 {
+        err(&mut out, "zones.max_file_size", "must be at least 1 byte");
     }
     if c.api.token_env.trim().is_empty() {
         err(

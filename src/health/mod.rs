@@ -12,7 +12,10 @@
 //!   [`HealthView`], [`HealthSnapshot`]) and [`ProbeError`];
 //! - [`sip`]: the pure SIP OPTIONS codec (build the request, parse the reply, framing);
 //! - [`state`]: the per-target state machine (`fall`, `rise`, `hold_down`, Retry-After);
-//! - [`admin`]: the drained/enabled table and its atomically written state file;
+//! - [`admin`]: the drained/enabled table and its atomically written state file, timed
+//!   drains;
+//! - [`observer`]: who else hears of probes, transitions and admin changes;
+//! - [`history`]: the last hour per target for the status page;
 //! - [`discover`]: NAPTR -> SRV -> A/AAAA discovery through the [`Lookup`] trait;
 //! - [`transport`]: the shared UDP sockets, TCP and TLS connections;
 //! - [`prober`]: the scheduler task and the app's [`ProberHandle`].
@@ -143,6 +146,8 @@ impl ProbeError {
 
 pub mod admin;
 pub mod discover;
+pub mod history;
+pub mod observer;
 pub mod prober;
 pub mod sip;
 pub mod state;

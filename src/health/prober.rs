@@ -49,8 +49,9 @@ use tokio_rustls::TlsConnector;
 
 use super::{
     AdminState, Health, HealthSnapshot, ProbeError, TargetStatus,
-    admin::AdminTable,
+    admin::{AdminTable, Drain},
     discover::{self, Discovery, Found, Lookup, Origin},
+    observer::{AdminCause, Observer, Observers, Transition},
     sip::{self, ProbeIds},
     state::{BadReason, TargetState, Thresholds, Verdict},
     transport,
@@ -102,6 +103,8 @@ pub struct TargetInfo {
     pub transitions: u64,
     /// Why the health is what it is (the last transition's reason, or the last verdict).
     pub last_reason: String,
+    /// The drain's end, note and author, when drained with any.
+    pub drain: Option<Drain>,
 }
 
 fn display<S: serde::Serializer>(k: &TargetKey, s: S) -> Result<S::Ok, S::Error> {
@@ -124,6 +127,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Domains with a `sipdns_domain_targets_up` series, so gone ones are removed.
     domain_series: Mutex<BTreeSet<String>>,
+    /// The status page's history and the webhooks.
+    observers: Observers,
 }
 
 impl Shared {
@@ -189,15 +194,10 @@ impl Prober {
         shutdown: CancellationToken,
     ) -> Result<ProberHandle, ProbeError> {
         let admin = match &state_file {
-            Some(p) => AdminTable::load(p)?,
+            Some(p) => AdminTable::load_at_start(p, &metrics),
             None => AdminTable::default(),
         };
         let tls = transport::tls_connector(&cfg.probe.tls)?;
-        if cfg.probe.tls.verify && cfg.probe.tls.ca_file.is_none() {
-            tracing::warn!(
-                "sip.probe.tls has no ca_file: TLS targets will fail certificate verification"
-            );
-        }
         let cfg = Arc::new(cfg.clone());
         let (config_tx, config_rx) = watch::channel(cfg.clone());
         let (ready_tx, ready_rx) = watch::channel(false);
@@ -209,6 +209,7 @@ impl Prober {
             info: Mutex::new(HashMap::new()),
             metrics,
             domain_series: Mutex::new(BTreeSet::new()),
+            observers: Observers::default(),
         });
         let engine = Engine {
             shared: shared.clone(),
@@ -240,12 +241,19 @@ impl Prober {
             disc_tx,
             shutdown.clone(),
         ));
-        tokio::spawn(engine.run(config_rx, disc_rx, shutdown));
-        Ok(ProberHandle {
+        tokio::spawn(engine.run(config_rx, disc_rx, shutdown.clone()));
+        let handle = ProberHandle {
             shared,
             ready: ready_rx,
             config: Arc::new(config_tx),
-        })
+        };
+        let (h1, h2) = (handle.clone(), handle.clone());
+        tokio::spawn(super::admin::end_drains(
+            move || h1.next_drain_end(),
+            move |now| h2.end_drains(now),
+            shutdown,
+        ));
+        Ok(handle)
     }
 }
 
@@ -269,6 +277,7 @@ impl ProberHandle {
             .cloned()
             .map(|mut r| {
                 r.admin = admin.get(&r.key);
+                r.drain = admin.drain_of(&r.key).cloned();
                 r
             })
             .collect();
@@ -280,15 +289,54 @@ impl ProberHandle {
     /// is configured; a write error changes nothing) and is in the published snapshot when
     /// this returns. Blocking file I/O: call it from `spawn_blocking` if that matters.
     pub fn set_admin(&self, key: &TargetKey, state: AdminState) -> Result<(), ProbeError> {
+        self.set_admin_with(key, state, None, AdminCause::Api)
+    }
+
+    /// Tells `o` of every probe, transition and admin change from now on.
+    pub fn observe(&self, o: Arc<dyn Observer>) {
+        self.shared.observers.add(o);
+    }
+
+    /// The earliest end of a timed drain.
+    pub fn next_drain_end(&self) -> Option<SystemTime> {
+        lock(&self.shared.admin).next_end()
+    }
+
+    /// Enables every target whose timed drain has ended at `now`.
+    pub fn end_drains(&self, now: SystemTime) {
+        let ended = lock(&self.shared.admin).ended(now);
+        for key in ended {
+            if let Err(e) =
+                self.set_admin_with(&key, AdminState::Enabled, None, AdminCause::Expired)
+            {
+                tracing::error!(target = %key, error = %e, "cannot end a timed drain; retrying");
+            }
+        }
+    }
+
+    /// [`Self::set_admin`] with the drain's details (`Drained` only) and the cause, which
+    /// observers are told.
+    pub fn set_admin_with(
+        &self,
+        key: &TargetKey,
+        state: AdminState,
+        drain: Option<Drain>,
+        cause: AdminCause,
+    ) -> Result<(), ProbeError> {
         let known = lock(&self.shared.info).contains_key(key);
         let mut admin = lock(&self.shared.admin);
         if !known && !admin.contains(key) {
             return Err(ProbeError::UnknownTarget(*key));
         }
         let mut next = admin.clone();
-        if !next.set(*key, state) {
+        let changed = match (state, drain) {
+            (AdminState::Drained, Some(d)) => next.drain(*key, d),
+            (state, _) => next.set(*key, state),
+        };
+        if !changed {
             return Ok(());
         }
+        let details = next.drain_of(key).cloned();
         if let Some(path) = &self.shared.state_file {
             next.save(path)?;
         }
@@ -317,7 +365,18 @@ impl ProberHandle {
                 .with_label_values(&[&key.to_string()])
                 .set(i64::from(usable));
         }
-        tracing::info!(target = %key, admin = ?state, "target admin state changed");
+        let (until, note, by) = details.as_ref().map_or((None, None, None), |d| {
+            (
+                d.until
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                d.note.as_deref(),
+                d.by.as_deref(),
+            )
+        });
+        tracing::info!(event = "admin", target = %key, admin = ?state, ?cause, until, note, by, "target admin state changed");
+        self.shared
+            .observers
+            .each(|o| o.admin(key, state, details.as_ref(), cause));
         Ok(())
     }
 
@@ -1046,12 +1105,30 @@ impl Engine {
                     Health::Unknown => "unknown",
                 };
                 metrics.target_transitions.with_label_values(&[to]).inc();
-                tracing::info!(target = %key, host = %e.host, from = ?t.from, to = ?t.to, reason = %t.reason, "target health changed");
+                tracing::info!(event = "transition", target = %key, host = %e.host, from = ?t.from, to = ?t.to, reason = %t.reason, "target health changed");
+                let host = e.uri_host(&key);
+                self.shared.observers.each(|o| {
+                    o.transition(&Transition {
+                        key: &key,
+                        host: &host,
+                        from: t.from,
+                        to: t.to,
+                        reason: &t.reason,
+                    });
+                });
             } else {
                 tracing::debug!(target = %key, reason = %t.reason, "target answered its first probe");
             }
             self.dirty = true;
         }
+        let (good, health) = (matches!(v, Verdict::Good { .. }), e.state.health());
+        let rtt = match &v {
+            Verdict::Good { rtt, .. } => Some(*rtt),
+            Verdict::Bad { .. } => None,
+        };
+        self.shared
+            .observers
+            .each(|o| o.probed(&key, good, health, rtt));
         // Next probe: one interval after this one started, never before now.
         e.epoch += 1;
         let epoch = e.epoch;
@@ -1110,6 +1187,7 @@ impl Engine {
             since,
             transitions: e.state.transitions(),
             last_reason: e.state.last_reason().to_owned(),
+            drain: None,
         };
         info.insert(*key, row);
     }

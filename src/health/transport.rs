@@ -32,7 +32,11 @@ use super::{
     sip::{self, Frame, ProbeIds, Reply},
     state::{BadReason, Verdict},
 };
-use crate::{config::ProbeTlsConfig, metrics::Metrics, target::Transport};
+use crate::{
+    config::{ProbeTlsConfig, TlsTrust},
+    metrics::Metrics,
+    target::Transport,
+};
 
 /// Receive buffer asked for the shared UDP sockets: replies of thousands of targets may
 /// arrive in the same millisecond.
@@ -176,36 +180,23 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// The TLS client for probes: verification against `ca_file` (and the SRV target name)
-/// unless `verify: false`. Without a `ca_file` nothing is trusted, so verified TLS probes
-/// fail; config validation and the log say so.
+/// The TLS client for probes: verification against the trusted CAs (`trust`: the system
+/// store, `ca_file`, or both) and the SRV target name, unless `verify: false`.
 pub(crate) fn tls_connector(cfg: &ProbeTlsConfig) -> Result<TlsConnector, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProbeError::Tls(e.to_string()))?;
     let config = if cfg.verify {
+        let trust = cfg.effective_trust();
         let mut roots = RootCertStore::empty();
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                ProbeError::Tls(format!("cannot read ca_file {}: {e}", path.display()))
-            })?;
-            let mut added = 0usize;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| {
-                    ProbeError::Tls(format!("ca_file {}: bad PEM: {e}", path.display()))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    ProbeError::Tls(format!("ca_file {}: bad certificate: {e}", path.display()))
-                })?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(ProbeError::Tls(format!(
-                    "ca_file {}: no certificate in it",
-                    path.display()
-                )));
-            }
+        if matches!(trust, TlsTrust::System | TlsTrust::Both) {
+            add_system_roots(&mut roots);
+        }
+        if matches!(trust, TlsTrust::File | TlsTrust::Both)
+            && let Some(path) = &cfg.ca_file
+        {
+            add_ca_file(&mut roots, path)?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
@@ -215,6 +206,54 @@ pub(crate) fn tls_connector(cfg: &ProbeTlsConfig) -> Result<TlsConnector, ProbeE
             .with_no_client_auth()
     };
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Adds the system trust store (rustls-native-certs: `SSL_CERT_FILE` / `SSL_CERT_DIR`, else
+/// the distribution's bundle such as `/etc/ssl/certs/ca-certificates.crt`). Unreadable or
+/// unparsable entries are logged and skipped; an empty store is logged, since every
+/// verified TLS probe will then fail.
+fn add_system_roots(roots: &mut RootCertStore) {
+    let loaded = rustls_native_certs::load_native_certs();
+    for e in &loaded.errors {
+        tracing::warn!(error = %e, "reading the system trust store");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            "system trust store: certificates rustls cannot use were skipped"
+        );
+    }
+    if added == 0 {
+        tracing::warn!(
+            "the system trust store has no usable CA certificate: TLS targets will fail \
+             verification (install ca-certificates, or set sip.probe.tls.ca_file)"
+        );
+    } else {
+        tracing::debug!(added, "TLS probes trust the system store");
+    }
+}
+
+/// Adds every certificate of a PEM file; one that is unreadable, bad or empty is an error.
+fn add_ca_file(roots: &mut RootCertStore, path: &std::path::Path) -> Result<(), ProbeError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ProbeError::Tls(format!("cannot read ca_file {}: {e}", path.display())))?;
+    let mut added = 0usize;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert =
+            cert.map_err(|e| ProbeError::Tls(format!("ca_file {}: bad PEM: {e}", path.display())))?;
+        roots.add(cert).map_err(|e| {
+            ProbeError::Tls(format!("ca_file {}: bad certificate: {e}", path.display()))
+        })?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(ProbeError::Tls(format!(
+            "ca_file {}: no certificate in it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// What a stream probe needs.

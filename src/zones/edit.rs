@@ -21,8 +21,7 @@
 //! order. RFC 1035 `.zone` files are read-only here.
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::Write as _,
+    fs,
     path::{Path, PathBuf},
 };
 
@@ -35,6 +34,7 @@ use super::{
     shape,
 };
 use crate::{
+    atomic_file,
     config::MergeMode,
     record::{DomainName, RType, RecordData},
 };
@@ -542,60 +542,17 @@ fn persist(
         Some(t) if load_yaml_text(path, &t).is_ok_and(|z| z == zone) => t,
         _ => full,
     };
-    write_atomic(path, text.as_bytes())
+    atomic_file::write(path, text.as_bytes())
         .map_err(|e| EditError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok((zone, text))
-}
-
-/// The temp file beside `path`: hidden, so the zone loader ignores it.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
-/// Write, fsync, rename over `path`, fsync the directory: after a crash the file holds the
-/// old or the new content, never a part. On an error before the rename, `path` is
-/// untouched and the temp file removed.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        if tmp.is_file() {
-            let _ = fs::remove_file(&tmp);
-        }
-        return Err(e);
-    }
-    sync_dir(path);
-    Ok(())
 }
 
 /// Deletes a zone file and makes that durable.
 fn remove_file(path: &Path) -> Result<(), EditError> {
     fs::remove_file(path)
         .map_err(|e| EditError::Io(format!("cannot delete {}: {e}", path.display())))?;
-    sync_dir(path);
+    atomic_file::sync_dir(path);
     Ok(())
-}
-
-/// fsyncs the directory of `path`, so a rename or unlink survives a crash. Past the
-/// rename the new content is what everyone reads, so a failure here is only logged.
-fn sync_dir(path: &Path) {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the zones directory");
-    }
 }
 
 #[cfg(test)]
@@ -705,12 +662,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z.yaml");
         fs::write(&path, "old").unwrap();
-        fs::create_dir(temp_path(&path)).unwrap();
-        assert!(write_atomic(&path, b"new").is_err());
+        fs::create_dir(atomic_file::temp_path(&path)).unwrap();
+        assert!(atomic_file::write(&path, b"new").is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), "old");
-        fs::remove_dir(temp_path(&path)).unwrap();
-        write_atomic(&path, b"new").unwrap();
+        fs::remove_dir(atomic_file::temp_path(&path)).unwrap();
+        atomic_file::write(&path, b"new").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        assert!(!temp_path(&path).exists());
+        assert!(!atomic_file::temp_path(&path).exists());
     }
 }

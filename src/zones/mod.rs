@@ -25,7 +25,10 @@ use crate::{
     record::{DomainName, RType, Rec, RecordData},
 };
 
-pub use load::{load_dir, load_dir_reusing, load_yaml_text, load_zone_file_text};
+pub use load::{
+    DEFAULT_MAX_FILE_SIZE, load_dir, load_dir_limited, load_dir_reusing, load_yaml_text,
+    load_zone_file_text,
+};
 
 /// Items of work below which a zone is read on one thread.
 const PARALLEL_FROM: usize = 20_000;

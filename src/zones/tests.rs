@@ -361,3 +361,63 @@ fn large_zones_load_in_parallel_like_small_ones() {
     assert!(e.contains("records[20000].address"), "{e}");
     assert!(e.contains("zones/big.yaml:20004"), "{e}");
 }
+
+#[test]
+fn include_is_expanded_only_as_a_directive_inside_the_directory() {
+    const HEAD: &str =
+        "$ORIGIN example.net.\n$TTL 300\n@ IN SOA ns1 hostmaster ( 1 3600 600 86400 30 )\n";
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("zones");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(root.path().join("outside.inc"), "o IN A 192.0.2.9\n").unwrap();
+    let modes = BTreeMap::new();
+    let zone = dir.join("example.net.zone");
+    let load = |text: &str| {
+        std::fs::write(&zone, text).unwrap();
+        load_dir(&dir, &modes)
+    };
+    // Nested includes inside the directory, relative to the including file; a comment may
+    // mention $INCLUDE.
+    std::fs::create_dir(dir.join("inc")).unwrap();
+    std::fs::write(dir.join("inc/a.inc"), "a IN A 192.0.2.1\n$INCLUDE b.inc\n").unwrap();
+    std::fs::write(dir.join("inc/b.inc"), "b IN A 192.0.2.2").unwrap();
+    let store = load(&format!(
+        "{HEAD}; $INCLUDE /etc/passwd is not read\n$INCLUDE inc/a.inc\nc IN A 192.0.2.3\n"
+    ))
+    .unwrap();
+    assert_eq!(store.record_count(), 3);
+    // Anything else is refused, naming the file and the line.
+    for (text, line, what) in [
+        (
+            "$INCLUDE ../outside.inc\n",
+            4,
+            "outside the zones directory",
+        ),
+        ("x IN TXT \"$INCLUDE inc/a.inc\"\n", 4, "start of a line"),
+        ("$INCLUDE inc/a.inc example.org.\n", 4, "domain name"),
+        ("$INCLUDE\n", 4, "file name"),
+        ("$INCLUDE inc/missing.inc\n", 4, "cannot read"),
+    ] {
+        let e = load(&format!("{HEAD}{text}")).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("example.net.zone:{line}")),
+            "{text}: {e}"
+        );
+        assert!(e.contains(what), "{text}: {e}");
+    }
+    // An include loop ends at the depth limit.
+    std::fs::write(dir.join("inc/loop.inc"), "$INCLUDE loop.inc\n").unwrap();
+    let e = load(&format!("{HEAD}$INCLUDE inc/loop.inc\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nested deeper"), "{e}");
+    // Text handed to the parser directly (not read from the directory) may not include.
+    let e = load_zone_file_text(
+        Path::new("z.zone"),
+        &format!("{HEAD}$INCLUDE /etc/hostname\n"),
+        None,
+        MergeMode::Override,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not allowed here"), "{e}");
+}

@@ -38,7 +38,8 @@ pub(super) fn errors(
         *budget = budget.saturating_sub(end);
         // Blanking replaces whole characters with spaces: still UTF-8.
         let prefix = std::str::from_utf8(&work[..end]).unwrap_or_default();
-        Parser::new(prefix, Some(path.to_path_buf()), origin.cloned())
+        // No path: `$INCLUDE` was expanded (inside zones/ only) before; see `load`.
+        Parser::new(prefix, None, origin.cloned())
             .parse()
             .err()
             .map(|e| e.to_string())

@@ -115,6 +115,12 @@ async fn liveness_readiness_and_metrics_are_open() {
     assert_eq!(r.json()["status"], "ok");
     let r = open.get("/readyz").await;
     assert_status(&r, 200);
+    // Open, so only the verdict and a reason code.
+    assert_eq!(r.json(), json!({"ready": true, "reason": "ok"}));
+    // The detail is behind the token.
+    assert_status(&open.get("/api/v1/status").await, 401);
+    let r = api(&s).get("/api/v1/status").await;
+    assert_status(&r, 200);
     let v = r.json();
     assert_eq!(v["ready"], true);
     assert_eq!(v["config_loaded"], true);
@@ -849,8 +855,13 @@ async fn reload_reports_success_and_rejection() {
     );
     let ready = Client::new(s.api.unwrap(), None).get("/readyz").await;
     assert_status(&ready, 200);
+    assert_eq!(
+        ready.json(),
+        json!({"ready": true, "reason": "last_reload_failed"})
+    );
+    let status = c.get("/api/v1/status").await;
     assert!(
-        ready.json()["reload"]["last_error"]
+        status.json()["reload"]["last_error"]
             .as_str()
             .unwrap()
             .contains("port")
@@ -893,7 +904,8 @@ async fn api_writes_respect_the_operators_hand() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), broken);
     let ready = Client::new(s.api.unwrap(), None).get("/readyz").await;
-    assert!(ready.json()["reload"]["last_error"].is_string());
+    assert_eq!(ready.json()["reason"], "last_reload_failed");
+    assert!(c.get("/api/v1/status").await.json()["reload"]["last_error"].is_string());
     // A record delete and a zone delete are refused the same way.
     let doc = c.get("/api/v1/zones/pbx.example.org").await.json();
     let tag = etag(&c.get("/api/v1/zones/pbx.example.org").await);
@@ -1010,7 +1022,12 @@ async fn readiness_waits_for_the_first_probe_round() {
     let open = Client::new(addr, None);
     let r = open.get("/readyz").await;
     assert_status(&r, 503);
-    let v = r.json();
+    assert_eq!(
+        r.json(),
+        json!({"ready": false, "reason": "first_probe_round_pending"})
+    );
+    let detail = Client::new(addr, Some(API_TOKEN));
+    let v = detail.get("/api/v1/status").await.json();
     assert_eq!(v["ready"], false);
     assert_eq!(v["first_probe_round"], "pending");
     assert_eq!(v["config_loaded"], true);
@@ -1018,7 +1035,11 @@ async fn readiness_waits_for_the_first_probe_round() {
     tx.send(true).unwrap();
     let r = open.get("/readyz").await;
     assert_status(&r, 200);
-    assert_eq!(r.json()["first_probe_round"], "done");
+    assert_eq!(r.json()["reason"], "ok");
+    assert_eq!(
+        detail.get("/api/v1/status").await.json()["first_probe_round"],
+        "done"
+    );
 }
 
 #[tokio::test]

@@ -702,8 +702,9 @@ async fn accepted_write(s: &TestServer) {
 
 #[tokio::test]
 async fn a_disk_full_write_is_a_5xx_and_changes_nothing() {
-    // ENOSPC from the kernel, for any user: the API's temp file is a symlink to /dev/full,
-    // on which every write fails with "No space left on device" (the open follows it).
+    // The API's temp file name is a planted symlink to /dev/full: it is never followed
+    // (create_new, O_NOFOLLOW), so the write is refused before any byte goes anywhere.
+    // ENOSPC itself is the full-tmpfs test below.
     let s = server::start_with_api("", &[("pbx.example.org.yaml", API_ZONE)]).await;
     let dir = s.dir.path().join("zones");
     let temp = |name: &str| dir.join(format!(".{name}.tmp"));

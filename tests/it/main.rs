@@ -10,10 +10,13 @@
 )]
 
 mod api;
+mod attacks;
+mod cli;
 mod common;
 mod config_files;
 mod deploy;
 mod dns;
+mod events;
 mod failover;
 mod faults;
 mod forwarding;
@@ -23,4 +26,5 @@ mod phone;
 mod prober;
 mod reload;
 mod secondary;
+mod ui;
 mod upstream;

@@ -10,9 +10,7 @@
 
 use std::{
     fmt::Write as _,
-    io::Write as _,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
     time::SystemTime,
 };
 
@@ -122,33 +120,14 @@ fn quote(s: &str) -> String {
     q
 }
 
-/// Writes `text` to `path` atomically: temporary file (created new, in the same
-/// directory), fsync, rename, directory fsync.
+/// Writes `text` to `path` atomically, the one way sipdns replaces a file it reads back
+/// ([`crate::atomic_file`]: a temporary file created new in the same directory, never
+/// through a symlink, fsync, rename, directory fsync). The directory is created first.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("zone");
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    crate::atomic_file::write(path, text.as_bytes())
 }
 
 /// Reads the copy at `path` as zone `origin`: the zone-file loader's checks, plus the origin

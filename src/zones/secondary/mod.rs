@@ -12,7 +12,7 @@
 //! a bad one is rejected whole and the copy held keeps answering. An IXFR is applied to the
 //! records held, never re-parsing the unchanged rest. Accepted zones are published through
 //! a callback that swaps the resolver's state like a reload ([`Secondaries::overlay`] lays
-//! them over the zones of `zones/`), then written to `zones.secondary_dir` ([`disk`]).
+//! them over the zones of `zones/`), then written to `zones.secondary_dir` (`disk`).
 //!
 //! State lives behind a std mutex held only for map updates, never across an `.await`.
 
