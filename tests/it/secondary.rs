@@ -348,6 +348,25 @@ async fn knot_axfr_then_notify_ixfr_within_2s() {
     assert!(metric(&m, "sipdns_zone_notifies_total{result=\"accepted\"}").unwrap() >= 1.0);
     assert!(knot.p.log().contains("IXFR, outgoing"), "{}", knot.p.log());
 
+    // The CLI shows where the zone stands.
+    let o = crate::cli::sipdns_bin(&[
+        "zones".into(),
+        "--api".into(),
+        format!("http://{}", s.api.unwrap()),
+        "--token-file".into(),
+        s.dir.path().join("api-token").display().to_string(),
+    ])
+    .await;
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{table}");
+    assert!(
+        table.contains("SECONDARY")
+            && table.lines().any(|l| l.starts_with("pbx.example.org")
+                && l.contains(" zone ")
+                && l.contains("ixfr")),
+        "{table}"
+    );
+
     // NOTIFY from an address that is not a primary: REFUSED, counted.
     let sock = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
     sock.send_to(&notify("pbx.example.org."), s.dns)
