@@ -33,6 +33,7 @@ LAYERS = [
     "upstream",  # the forwarder, its cache and serve-stale
     "health",    # target health, the SIP OPTIONS codec, the prober
     "policy",    # the pure health policy and its explain view
+    "phones",    # provisioning snippets for phones from config + zones (`sipdns phones`)
     "resolve",   # the one lookup path: zones + upstream by merge mode, then policy
     "dns",       # the UDP/TCP listeners and the wire format
     "notify",    # systemd readiness / watchdog notifications

@@ -34,6 +34,7 @@
 //!   atomically, tell the followers.
 //! - [`shutdown`]: the shutdown signal.
 //! - [`notify`]: readiness, watchdog and stopping notifications to systemd (`Type=notify`).
+//! - [`phones`]: provisioning snippets for phones (`sipdns phones`), from config and zones.
 //!
 //! Only `dns`, `zones`, `upstream` and `hickory` use hickory types. Imports point down the
 //! layers listed in `scripts/check-imports.py` (from `record` up to `api`, `app` and the
@@ -52,6 +53,7 @@ pub mod hickory;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod phones;
 pub mod policy;
 pub mod record;
 pub mod reload;

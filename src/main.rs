@@ -30,8 +30,39 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print phone provisioning settings that pair with sipdns for one SIP domain (offline:
+    /// reads the config and zones, like `check`).
+    Phones {
+        #[command(subcommand)]
+        phone: PhoneCommand,
+    },
     #[command(flatten)]
     Client(sipdns::cli::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum PhoneCommand {
+    /// Yealink: server settings and the static DNS cache for one account.
+    Yealink {
+        /// The SIP domain (one of sip.domains).
+        #[arg(long)]
+        domain: String,
+        /// The account number X of `account.X.*`.
+        #[arg(long, default_value_t = 1)]
+        account: u32,
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// linphone: a linphonerc snippet.
+    Linphone {
+        /// The SIP domain (one of sip.domains).
+        #[arg(long)]
+        domain: String,
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 /// Sets up logging to stderr: colours only on a terminal, never in the journal or a file.
@@ -65,7 +96,7 @@ fn main() -> ExitCode {
         (None, Command::Run { config } | Command::Check { config }) => {
             sipdns::config::Config::load(config).map_or(LogFormat::Text, |c| c.log.format)
         }
-        (None, Command::Client(_)) => LogFormat::Text,
+        (None, Command::Client(_) | Command::Phones { .. }) => LogFormat::Text,
     };
     init_logging(format);
     match cli.command {
@@ -80,6 +111,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Phones { phone } => {
+            let (config, domain, phone) = match phone {
+                PhoneCommand::Yealink {
+                    domain,
+                    account,
+                    config,
+                } => (config, domain, sipdns::phones::Phone::Yealink { account }),
+                PhoneCommand::Linphone { domain, config } => {
+                    (config, domain, sipdns::phones::Phone::Linphone)
+                }
+            };
+            match sipdns::phones::from_file(&config, &domain, phone) {
+                Ok(text) => {
+                    use std::io::Write as _;
+                    match std::io::stdout().lock().write_all(text.as_bytes()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("sipdns phones: cannot write: {e}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sipdns phones: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

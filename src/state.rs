@@ -77,11 +77,15 @@ pub fn load_text_reusing(
 /// `sipdns check`: loads the config and every zone; returns a one-line summary.
 pub fn check(path: &Path) -> Result<String, LoadError> {
     let (config, zones) = load(path)?;
-    Ok(format!(
+    let mut summary = format!(
         "{}: ok — {} zones, {} static records, {} SIP domains",
         path.display(),
         zones.len(),
         zones.record_count(),
         config.sip.domains.len()
-    ))
+    );
+    for w in crate::config::validate::warnings(&config) {
+        summary.push_str(&format!("\nwarning: {}: {}", w.field, w.reason));
+    }
+    Ok(summary)
 }

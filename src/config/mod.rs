@@ -67,6 +67,9 @@ pub struct Config {
     /// Where events (transitions, drains, reloads) are sent.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Hints about the phones, for `sipdns check` and `sipdns phones`.
+    #[serde(default)]
+    pub phones: PhonesConfig,
 }
 
 /// `log:` — read at start (a change takes a restart).
@@ -163,6 +166,19 @@ fn default_webhook_retries() -> u32 {
 }
 fn default_webhook_queue() -> usize {
     1000
+}
+
+/// `phones:` — what the operator knows about the phones (optional hints, no behaviour).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhonesConfig {
+    /// How often the phones send a request (their registration refresh). A phone that
+    /// caches DNS answers for their TTL (Yealink `dns_cache_type` 1, linphone) sends its
+    /// next request on a cached answer while the TTL runs: `sipdns check` warns when a
+    /// domain's policy `ttl` is not below this, since such a phone can then miss a
+    /// failover by a whole refresh cycle.
+    #[serde(default, with = "human_opt", skip_serializing_if = "Option::is_none")]
+    pub register_refresh: Option<Duration>,
 }
 
 /// `dns:` — the listener.
@@ -548,6 +564,11 @@ pub struct SipDomainConfig {
     /// What is handed out when every target is down.
     #[serde(default)]
     pub all_down: AllDown,
+    /// Under `all_down: serve_all`, also hand out targets an operator drained (default:
+    /// no; a drain is intent, not a health guess). They are still served when nothing but
+    /// drained targets is left, rather than an empty answer.
+    #[serde(default)]
+    pub all_down_includes_drained: bool,
     /// Order of records with equal priority.
     #[serde(default)]
     pub ordering: Ordering,
@@ -770,6 +791,7 @@ impl SipDomainConfig {
             name,
             on_down: OnDown::default(),
             all_down: AllDown::default(),
+            all_down_includes_drained: false,
             ordering: Ordering::default(),
             ttl: default_policy_ttl(),
             synthesize_naptr: false,
@@ -899,8 +921,14 @@ fn default_from_domain() -> String {
 fn default_true() -> bool {
     true
 }
+/// 5 s: below the re-request interval of phones that cache DNS answers for their TTL, so
+/// each of their requests asks again (docs/phones.md has the measurements: at 30 s
+/// linphone, refreshing every 27 s, went out on a cached answer naming a dead server and
+/// was registered nowhere for 31 s; at 5 s it failed over at its next request with no
+/// gap). Phones that ask only when they send a request cost the same queries at any TTL
+/// below their interval.
 fn default_policy_ttl() -> u32 {
-    30
+    5
 }
 fn default_naptr_order() -> Vec<Transport> {
     Transport::ALL.to_vec()
@@ -952,7 +980,7 @@ pub mod human {
     }
 }
 
-/// Optional humantime durations (`refresh: 30s`, or absent).
+/// [`human`] for an optional duration (`null` or absent: none).
 pub mod human_opt {
     use std::time::Duration;
 
@@ -960,20 +988,20 @@ pub mod human_opt {
 
     /// Reads an optional humantime duration.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let Some(s) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        humantime::parse_duration(&s).map(Some).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{s:?} is not a duration ({e}); write e.g. 500ms, 5s, 1d"
-            ))
-        })
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => humantime::parse_duration(&s).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}); write e.g. 500ms, 5s, 1d"
+                ))
+            }),
+        }
     }
 
     /// Writes an optional humantime duration.
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
             None => s.serialize_none(),
         }
     }

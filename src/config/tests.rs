@@ -171,6 +171,40 @@ fn a_reload_reuses_the_parse_of_unchanged_config_text_but_validates_it_again() {
 }
 
 #[test]
+fn phones_register_refresh_hint_warns_about_a_longer_policy_ttl() {
+    let text = "\
+phones:
+  register_refresh: 27s
+sip:
+  domains:
+    - name: pbx.example.org
+      ttl: 30
+    - name: short.example.org
+      ttl: 5
+      all_down_includes_drained: true
+";
+    let c = Config::from_text(Path::new("c.yaml"), text).unwrap();
+    assert_eq!(c.phones.register_refresh, Some(Duration::from_secs(27)));
+    assert!(c.sip.domains[1].all_down_includes_drained);
+    assert!(!c.sip.domains[0].all_down_includes_drained);
+    let w = validate::warnings(&c);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].field, "sip.domains[0].ttl");
+    assert!(w[0].reason.contains("27s"), "{}", w[0].reason);
+    // No hint, no warning.
+    let c = Config::from_text(
+        Path::new("c.yaml"),
+        "sip:\n  domains:\n    - name: pbx.example.org\n      ttl: 3600\n",
+    )
+    .unwrap();
+    assert!(validate::warnings(&c).is_empty());
+    // A bad duration names itself.
+    let e =
+        Config::from_text(Path::new("c.yaml"), "phones:\n  register_refresh: soon\n").unwrap_err();
+    assert!(e.to_string().contains("soon"), "{e}");
+}
+
+#[test]
 fn security_limits_default_and_bad_values_name_their_field() {
     let c = Config::from_text(Path::new("c.yaml"), "{}\n").unwrap();
     assert_eq!(c.api.max_connections, 64);

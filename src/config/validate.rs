@@ -336,3 +336,34 @@ fn secondary(c: &Config, out: &mut Vec<ValidationError>) {
         }
     }
 }
+
+/// Settings that work but are likely to hurt phones (printed by `sipdns check`, which still
+/// succeeds): today, a domain whose policy `ttl` is not below `phones.register_refresh`.
+/// A phone that caches DNS answers for their TTL re-resolves only when a request goes out
+/// after the answer expired; with a TTL at or above its refresh interval, every other
+/// refresh goes out on an answer from the previous one, which can still name a server
+/// that died in between (measured with linphone: a 30 s TTL at a 27 s refresh left it
+/// registered nowhere for 31 s; see docs/phones.md).
+pub fn warnings(c: &Config) -> Vec<ValidationError> {
+    let mut out = Vec::new();
+    let Some(refresh) = c.phones.register_refresh else {
+        return out;
+    };
+    for (i, d) in c.sip.domains.iter().enumerate() {
+        if Duration::from_secs(u64::from(d.ttl)) >= refresh {
+            err(
+                &mut out,
+                format!("sip.domains[{i}].ttl"),
+                format!(
+                    "{}: policy ttl {} s is not below phones.register_refresh {}: a phone \
+                     that caches DNS for the TTL can send its next request to a server \
+                     that died since its last one; use a ttl below the refresh interval",
+                    d.name,
+                    d.ttl,
+                    humantime::format_duration(refresh)
+                ),
+            );
+        }
+    }
+    out
+}

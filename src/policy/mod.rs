@@ -18,11 +18,13 @@
 //!   same way as an SRV answer.
 //! - **A / AAAA** (`address.rs`): of the SIP domain itself, each address is the target
 //!   (address, `a_port`, `a_transport`); of a target host, the targets the prober found at
-//!   that host. Unusable addresses are withheld.
+//!   that host. Unusable addresses are withheld (`demote`: moved after the usable ones).
 //! - **ADDITIONAL** is kept consistent: no address of a withheld target is handed out as
 //!   glue, and neither are the down addresses of kept targets.
-//! - **All down**: never an empty answer; `serve_all` hands out the unfiltered answer,
-//!   `fallback` the operator's survivability targets. [`Outcome::all_down`] says which.
+//! - **All down**: never an empty answer; `serve_all` hands out the unfiltered answer
+//!   except drained targets (an operator's drain is intent; `all_down_includes_drained`
+//!   hands them out too, and they are served when nothing else is left), `fallback` the
+//!   operator's survivability targets. [`Outcome::all_down`] says which.
 //! - **TTL**: every record the policy touches carries `min(original, domain.ttl)`; negative
 //!   answers have their SOA TTL and negative TTL (`minimum`, RFC 2308 §5) capped too.
 //!
@@ -36,6 +38,8 @@ mod srv;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_intent;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -45,7 +49,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    config::{AllDown, FallbackTargetConfig, SipDomainConfig},
+    config::{AllDown, FallbackTargetConfig, OnDown, SipDomainConfig},
     health::{AdminState, Health, HealthView, TargetStatus},
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData},
     target::{TargetKey, Transport},
@@ -73,7 +77,8 @@ pub enum Action {
     Kept,
     /// Handed out with only its TTL lowered to the domain's cap.
     TtlCapped,
-    /// Handed out at another priority: demoted behind every up record (`on_down: demote`).
+    /// Handed out later than it came (`on_down: demote`): an SRV record at a priority
+    /// behind every up record; an address after the up addresses of its name.
     Moved,
     /// Not handed out.
     Withheld,
@@ -346,6 +351,40 @@ impl<'a, H: HealthView + ?Sized> Ctx<'a, H> {
         }
     }
 
+    /// True if there is at least one of `keys` and the operator drained every one: such a
+    /// target stays out of `all_down: serve_all` unless `all_down_includes_drained`.
+    fn all_drained(&self, keys: impl IntoIterator<Item = TargetKey>) -> bool {
+        let mut any = false;
+        for key in keys {
+            if self.health.status(&key).admin != AdminState::Drained {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
+    /// True if every known address of the SRV target `target` on `port`/`transport` is
+    /// drained (see [`Ctx::all_drained`]).
+    fn srv_target_drained(&self, target: &DomainName, port: u16, transport: Transport) -> bool {
+        let keys = self
+            .addrs
+            .get(target)
+            .into_iter()
+            .flatten()
+            .map(|ip| TargetKey {
+                ip: *ip,
+                port,
+                transport,
+            });
+        self.all_drained(keys)
+    }
+
+    /// Whether `serve_all` leaves drained targets out (`all_down_includes_drained: false`).
+    fn serve_all_skips_drained(&self) -> bool {
+        !self.domain.all_down_includes_drained
+    }
+
     /// Judges the SRV target `target` on `port`/`transport` by its addresses in ADDITIONAL.
     fn judge_srv_target(
         &self,
@@ -451,6 +490,8 @@ struct Out {
     records: Vec<Rec>,
     decisions: Vec<Decision>,
     withheld: Vec<Decision>,
+    /// Records demoted behind the others of their RRset (placed by [`Out::finish`]).
+    deferred: Vec<(Rec, String)>,
 }
 
 impl Out {
@@ -461,7 +502,14 @@ impl Out {
             records: Vec::new(),
             decisions: Vec::new(),
             withheld: Vec::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// Hands `rec` out as [`Action::Moved`], after every record of its RRset (same owner
+    /// and type) handed out otherwise: how `on_down: demote` treats a down address.
+    fn defer(&mut self, rec: Rec, reason: String) {
+        self.deferred.push((rec, reason));
     }
 
     /// Hands `rec` out with its TTL capped: [`Action::Kept`] or [`Action::TtlCapped`].
@@ -517,7 +565,29 @@ impl Out {
     }
 
     /// The records to hand out; the decisions (handed out first, then withheld) go to `all`.
-    fn finish(self, all: &mut Vec<Decision>) -> Vec<Rec> {
+    /// Deferred records go right after the last record of their RRset (at the end if none).
+    fn finish(mut self, all: &mut Vec<Decision>) -> Vec<Rec> {
+        for (mut rec, mut reason) in std::mem::take(&mut self.deferred) {
+            if rec.ttl > self.cap {
+                reason.push_str(&format!("; ttl capped {} -> {}", rec.ttl, self.cap));
+                rec.ttl = self.cap;
+            }
+            let at = self
+                .records
+                .iter()
+                .rposition(|r| r.name == rec.name && r.rtype() == rec.rtype())
+                .map_or(self.records.len(), |i| i + 1);
+            self.decisions.insert(
+                at,
+                Decision {
+                    section: self.section,
+                    record: rec.clone(),
+                    action: Action::Moved,
+                    reason,
+                },
+            );
+            self.records.insert(at, rec);
+        }
         all.extend(self.decisions);
         all.extend(self.withheld);
         self.records
@@ -530,8 +600,11 @@ struct GlueNeed {
     port: u16,
     transport: Transport,
     /// The record is handed out although down (demoted, or all down and served anyway):
-    /// all of its addresses go with it.
+    /// all of its addresses go with it (drained ones excepted with `skip_drained`).
     as_is: bool,
+    /// With `as_is`: addresses the operator drained stay out (`all_down: serve_all`
+    /// without `all_down_includes_drained`).
+    skip_drained: bool,
 }
 
 /// What the SRV records handed out (in the answer and in ADDITIONAL) need as glue.
@@ -568,21 +641,36 @@ impl Glue {
                 continue;
             }
             let needs = self.needs.get(&rec.name).map(Vec::as_slice).unwrap_or(&[]);
+            let key = |n: &GlueNeed| TargetKey {
+                ip,
+                port: n.port,
+                transport: n.transport,
+            };
+            let drained = |n: &GlueNeed| ctx.all_drained([key(n)]);
+            let judged: Vec<&GlueNeed> = needs.iter().filter(|n| !n.as_is).collect();
             if needs.is_empty() {
                 let reason = format!("address of withheld target {}", rec.name);
                 out.withhold(rec, reason);
-            } else if needs.iter().any(|n| n.as_is) {
+            } else if needs
+                .iter()
+                .any(|n| n.as_is && !(n.skip_drained && drained(n)))
+            {
                 out.keep(
                     rec,
                     "address of a target handed out although down".to_owned(),
                 );
+            } else if judged.is_empty() {
+                out.withhold(
+                    rec,
+                    "address drained by operator: all targets down, serve_all leaves drained \
+                     targets out (all_down_includes_drained: false)"
+                        .to_owned(),
+                );
             } else {
-                let keys = needs.iter().map(|n| TargetKey {
-                    ip,
-                    port: n.port,
-                    transport: n.transport,
-                });
-                match ctx.judge_keys(keys) {
+                match ctx.judge_keys(judged.into_iter().map(key)) {
+                    Some((false, reason)) if ctx.domain.on_down == OnDown::Demote => {
+                        out.defer(rec, format!("{reason}; demoted: after the up addresses"));
+                    }
                     Some((false, reason)) => out.withhold(rec, reason),
                     Some((true, reason)) => out.keep(rec, reason),
                     None => out.keep(rec, "address of a kept target".to_owned()),

@@ -39,8 +39,8 @@ enum Verdict {
     NotSip,
     /// Its SRV set has a usable target, or is not known.
     Up(String),
-    /// Its SRV set has no usable target.
-    Down(String),
+    /// Its SRV set has no usable target; `true` if the operator drained every one.
+    Down(String, bool),
 }
 
 /// Rewrites the answer to a NAPTR question.
@@ -89,6 +89,12 @@ pub(super) fn naptr_query<H: HealthView + ?Sized, R: Rng + ?Sized>(
         .iter()
         .filter(|v| matches!(v, Verdict::Up(_)))
         .count();
+    // Under serve_all, NAPTRs whose targets are all drained stay out (unless
+    // `all_down_includes_drained`) as long as another SIP NAPTR is left to hand out.
+    let skip_drained = ctx.serve_all_skips_drained()
+        && verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Down(_, false)));
 
     // Fallback NAPTRs go where the SIP NAPTRs were (past any CNAME).
     let owner = naptrs
@@ -133,7 +139,7 @@ pub(super) fn naptr_query<H: HealthView + ?Sized, R: Rng + ?Sized>(
                 kept_sets.extend(set);
                 ans.keep(rec, reason);
             }
-            Verdict::Down(reason) if up > 0 || fallback.is_some() => {
+            Verdict::Down(reason, _) if up > 0 || fallback.is_some() => {
                 withheld_sets.extend(set);
                 let reason = if note.is_empty() {
                     reason
@@ -142,7 +148,17 @@ pub(super) fn naptr_query<H: HealthView + ?Sized, R: Rng + ?Sized>(
                 };
                 ans.withhold(rec, reason);
             }
-            Verdict::Down(reason) => {
+            Verdict::Down(reason, true) if skip_drained => {
+                withheld_sets.extend(set);
+                ans.withhold(
+                    rec,
+                    format!(
+                        "{reason}, every target drained by operator; {note} leaves drained \
+                         targets out (all_down_includes_drained: false)"
+                    ),
+                );
+            }
+            Verdict::Down(reason, _) => {
                 // All down and nothing to fall back to: serve it anyway.
                 kept_sets.extend(set);
                 ans.keep(rec, format!("{reason}; {note}"));
@@ -228,11 +244,15 @@ fn judge<H: HealthView + ?Sized>(ctx: &Ctx<'_, H>, sets: &[SrvSet], rec: &Rec) -
     };
     let mut usable = 0;
     let mut total = 0;
+    let mut drained = 0;
     for srv in &set.records {
         if let RecordData::Srv { target, port, .. } = &srv.data {
             total += 1;
             if ctx.judge_srv_target(target, *port, set.transport).0 {
                 usable += 1;
+            }
+            if ctx.srv_target_drained(target, *port, set.transport) {
+                drained += 1;
             }
         }
     }
@@ -241,6 +261,9 @@ fn judge<H: HealthView + ?Sized>(ctx: &Ctx<'_, H>, sets: &[SrvSet], rec: &Rec) -
             "{usable} of {total} targets usable in {replacement}"
         ))
     } else {
-        Verdict::Down(format!("no usable target in {replacement}"))
+        Verdict::Down(
+            format!("no usable target in {replacement}"),
+            drained == total,
+        )
     }
 }

@@ -133,7 +133,7 @@ pub(super) fn process_set<H: HealthView + ?Sized, R: Rng + ?Sized>(
         };
         for (mut rec, up, reason) in judged {
             if up {
-                need_glue(glue, &rec, transport, false);
+                need_glue(glue, &rec, transport, false, false);
                 items.push(Item {
                     rec,
                     action: Action::Kept,
@@ -149,7 +149,7 @@ pub(super) fn process_set<H: HealthView + ?Sized, R: Rng + ?Sized>(
                     let rank = u16::try_from(rank).unwrap_or(u16::MAX);
                     let new = max_up.saturating_add(1).saturating_add(rank);
                     set_priority(&mut rec, new);
-                    need_glue(glue, &rec, transport, true);
+                    need_glue(glue, &rec, transport, true, false);
                     items.push(Item {
                         rec,
                         action: Action::Moved,
@@ -172,12 +172,36 @@ pub(super) fn process_set<H: HealthView + ?Sized, R: Rng + ?Sized>(
                 return Some(AllDown::Fallback);
             }
         }
-        for (rec, _, reason) in judged {
-            need_glue(glue, &rec, transport, true);
+        // A drain is the operator's intent, not a health guess: drained targets stay out
+        // of serve_all (unless `all_down_includes_drained`), except when nothing else is
+        // left, since an empty answer is never handed out.
+        let skip = ctx.serve_all_skips_drained();
+        let drained: Vec<bool> = judged
+            .iter()
+            .map(|(rec, _, _)| skip && srv_drained(ctx, rec, transport))
+            .collect();
+        let only_drained = drained.iter().all(|d| *d);
+        for ((rec, _, reason), drained) in judged.into_iter().zip(drained) {
+            if drained && !only_drained {
+                out.withhold(
+                    rec,
+                    format!(
+                        "{reason}; {note} leaves drained targets out \
+                         (all_down_includes_drained: false)"
+                    ),
+                );
+                continue;
+            }
+            let reason = if drained {
+                format!("{reason}; {note}: only drained targets left, served rather than none")
+            } else {
+                format!("{reason}; {note}")
+            };
+            need_glue(glue, &rec, transport, true, skip && !only_drained);
             items.push(Item {
                 rec,
                 action: Action::Kept,
-                reason: format!("{reason}; {note}"),
+                reason,
             });
         }
         all_down = Some(AllDown::ServeAll);
@@ -274,7 +298,7 @@ pub(super) fn fallback_srv(
 }
 
 /// Notes which glue a handed-out SRV record needs.
-fn need_glue(glue: &mut Glue, rec: &Rec, transport: Transport, as_is: bool) {
+fn need_glue(glue: &mut Glue, rec: &Rec, transport: Transport, as_is: bool, skip_drained: bool) {
     if let RecordData::Srv { target, port, .. } = &rec.data {
         glue.need(
             target,
@@ -282,8 +306,21 @@ fn need_glue(glue: &mut Glue, rec: &Rec, transport: Transport, as_is: bool) {
                 port: *port,
                 transport,
                 as_is,
+                skip_drained,
             },
         );
+    }
+}
+
+/// True if the operator drained every known address of the SRV record's target.
+pub(super) fn srv_drained<H: HealthView + ?Sized>(
+    ctx: &Ctx<'_, H>,
+    rec: &Rec,
+    transport: Transport,
+) -> bool {
+    match &rec.data {
+        RecordData::Srv { target, port, .. } => ctx.srv_target_drained(target, *port, transport),
+        _ => false,
     }
 }
 

@@ -621,3 +621,449 @@ async fn phone_without_the_health_policy_times_out_on_the_dead_primary() {
     phone.stop();
     secondary.stop();
 }
+
+/// The policy follows the operator's intent (issue 15, point 3), on the wire: with
+/// `on_down: demote` the domain's own down address (what a phone with an explicit port
+/// asks for) is moved after the up one instead of withheld; under `all_down: serve_all` a
+/// drained address stays out. A sipp UAS answers at one address, nothing at the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demote_moves_down_addresses_and_serve_all_leaves_drained_ones_out() {
+    use sipdns::health::AdminState;
+    const LIVE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
+    const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut uas = crate::common::sip::sipp_uas_at(dir.path(), LIVE, port, Transport::Udp);
+    let cfg = format!(
+        "sip:\n  probe:\n    interval: 200ms\n    timeout: 150ms\n    fall: 3\n    rise: 2\n    startup_grace: 2s\n  domains:\n    - name: {DOMAIN}\n      on_down: demote\n      a_port: {port}\n"
+    );
+    // The dead address first, as the zone lists it.
+    let zone = format!(
+        "zone: {DOMAIN}\nrecords:\n  - {{ name: '@', type: A, address: {DEAD} }}\n  - {{ name: '@', type: A, address: {LIVE} }}\n"
+    );
+    let s = server::start(&cfg, &[("pbx.example.org.yaml", &zone)]).await;
+    let key = |ip: Ipv4Addr| TargetKey {
+        ip: ip.into(),
+        port,
+        transport: Transport::Udp,
+    };
+    wait_health(&s, &key(DEAD), Health::Down, Duration::from_secs(5)).await;
+    wait_health(&s, &key(LIVE), Health::Up, Duration::from_secs(5)).await;
+    let addresses = || async {
+        let (m, _) = client::udp(s.dns, &query(&format!("{DOMAIN}."), RecordType::A, None)).await;
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect::<Vec<Ipv4Addr>>()
+    };
+    // Demote: both handed out, the live one first.
+    assert_eq!(addresses().await, vec![LIVE, DEAD]);
+    let domain_name = DOMAIN.parse().unwrap();
+    let ex = s.server().resolver.explain(&domain_name, RType::A).await;
+    let moved = ex
+        .decisions
+        .iter()
+        .find(|d| d.record.data.ip() == Some(DEAD.into()))
+        .expect("a decision about the dead address");
+    assert_eq!(moved.action, Action::Moved, "{:#?}", ex.decisions);
+    assert!(moved.reason.contains("demoted"), "{}", moved.reason);
+
+    // Drain the live one: every address unusable, serve_all, the drained one stays out.
+    s.server()
+        .prober
+        .set_admin(&key(LIVE), AdminState::Drained)
+        .unwrap();
+    assert_eq!(addresses().await, vec![DEAD]);
+    let ex = s.server().resolver.explain(&domain_name, RType::A).await;
+    assert_eq!(ex.all_down, Some(sipdns::config::AllDown::ServeAll));
+    let drained = ex
+        .decisions
+        .iter()
+        .find(|d| d.record.data.ip() == Some(LIVE.into()))
+        .expect("a decision about the drained address");
+    assert_eq!(drained.action, Action::Withheld, "{:#?}", ex.decisions);
+    assert!(
+        drained.reason.contains("all_down_includes_drained"),
+        "{}",
+        drained.reason
+    );
+    uas.stop();
+}
+
+/// `sipdns phones yealink` (issue 15, point 5): the provisioning block parsed back and
+/// checked against the zone and the phone's limits (seeds: at most 12 entries of each
+/// static cache type, TTL 30..2147483647). The zone has more than the phone takes: 14 SRV
+/// targets behind the TCP NAPTR (one address each) and 3 behind the UDP one.
+#[test]
+fn yealink_provisioning_mirrors_the_zone_within_the_phones_limits() {
+    use std::collections::BTreeMap;
+    const TARGETS: u16 = 14;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    // (priority, target, address) of the TCP set; the UDP set uses the first 3 targets.
+    let tcp: Vec<(u16, String, String)> = (1..=TARGETS)
+        .map(|i| (i * 10, format!("s{i}.{DOMAIN}"), format!("192.0.2.{i}")))
+        .collect();
+    let mut zone = format!(
+        "zone: {DOMAIN}\nttl: 3600\nrecords:\n\
+  - {{ name: '@', type: NAPTR, order: 90, preference: 50, flags: s, service: SIP+D2T, replacement: _sip._tcp }}\n\
+  - {{ name: '@', type: NAPTR, order: 100, preference: 50, flags: s, service: SIP+D2U, replacement: _sip._udp }}\n"
+    );
+    // Listed in reverse priority order: the command must sort them.
+    for (p, t, ip) in tcp.iter().rev() {
+        zone.push_str(&format!(
+            "- {{ name: _sip._tcp, type: SRV, priority: {p}, weight: 1, port: 5060, target: '{t}.' }}\n- {{ name: '{t}.', type: A, address: {ip} }}\n"
+        ));
+    }
+    for (p, t, _) in tcp.iter().take(3) {
+        zone.push_str(&format!(
+            "- {{ name: _sip._udp, type: SRV, priority: {p}, weight: 2, port: 5062, target: '{t}.' }}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("zones/pbx.example.org.yaml"), &zone).unwrap();
+    let cfg = dir.path().join("sipdns.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstream:\n  servers: [\"127.0.0.1:9\"]\nsip:\n  domains:\n    - name: {DOMAIN}\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args([
+            "phones",
+            "yealink",
+            "--domain",
+            DOMAIN,
+            "--account",
+            "2",
+            "-c",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Parse it back: `key = value` lines, `#` comments.
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once(" = ")
+            .unwrap_or_else(|| panic!("not `key = value`: {line:?}"));
+        assert!(kv.insert(k.to_owned(), v.to_owned()).is_none(), "{k} twice");
+    }
+    let get = |k: &str| kv.get(k).map(String::as_str);
+    assert_eq!(get("account.2.sip_server.1.address"), Some(DOMAIN));
+    assert_eq!(get("account.2.sip_server.1.port"), Some("0"));
+    assert_eq!(get("account.2.sip_server.1.transport_type"), Some("3"));
+    assert_eq!(get("account.2.sip_server.1.failback_mode"), Some("1"));
+    let fb: u32 = get("account.2.sip_server.1.failback_timeout")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        fb == 0 || (60..=65535).contains(&fb),
+        "failback_timeout {fb}"
+    );
+    assert_eq!(get("account.2.dns_cache_type"), Some("1"));
+
+    // Entries of one type: X = 1..n contiguous, n <= 12, each with exactly these fields.
+    let entries = |kind: &str, fields: &[&str]| -> Vec<BTreeMap<String, String>> {
+        let mut list = Vec::new();
+        for x in 1.. {
+            let prefix = format!("dns_cache_{kind}.{x}.");
+            let e: BTreeMap<String, String> = kv
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), v.clone())))
+                .collect();
+            if e.is_empty() {
+                break;
+            }
+            let mut names: Vec<&str> = e.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            let mut want = fields.to_vec();
+            want.sort_unstable();
+            assert_eq!(names, want, "dns_cache_{kind}.{x}");
+            let ttl: u64 = e["ttl"].parse().unwrap();
+            assert!((30..=2_147_483_647).contains(&ttl), "{kind}.{x} ttl {ttl}");
+            list.push(e);
+        }
+        assert!(list.len() <= 12, "{kind}: {} entries", list.len());
+        let stray = kv
+            .keys()
+            .filter(|k| k.starts_with(&format!("dns_cache_{kind}.")))
+            .count();
+        assert_eq!(
+            stray,
+            list.len() * fields.len(),
+            "{kind}: entries past a gap"
+        );
+        list
+    };
+    let naptr = entries(
+        "naptr",
+        &[
+            "name",
+            "flags",
+            "order",
+            "preference",
+            "replace",
+            "service",
+            "ttl",
+        ],
+    );
+    let srv = entries(
+        "srv",
+        &["name", "port", "priority", "target", "weight", "ttl"],
+    );
+    let a = entries("a", &["name", "ip", "ttl"]);
+
+    // Against the zone: every entry is a record sipdns serves.
+    for e in &a {
+        let i: u16 = e["ip"].strip_prefix("192.0.2.").unwrap().parse().unwrap();
+        assert_eq!(e["name"], format!("s{i}.{DOMAIN}"), "{e:?}");
+    }
+    for e in &srv {
+        let t = &e["target"];
+        let i: u16 = t
+            .strip_prefix('s')
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (owner, port, weight) = if e["name"] == format!("_sip._tcp.{DOMAIN}") {
+            ("tcp", "5060", "1")
+        } else {
+            assert!(i <= 3, "{e:?}");
+            ("udp", "5062", "2")
+        };
+        assert_eq!(e["name"], format!("_sip._{owner}.{DOMAIN}"));
+        assert_eq!(
+            (
+                e["port"].as_str(),
+                e["weight"].as_str(),
+                e["priority"].clone()
+            ),
+            (port, weight, (i * 10).to_string()),
+            "{e:?}"
+        );
+        // The chain is whole: the target has an address in the cache.
+        assert!(
+            a.iter().any(|x| &x["name"] == t),
+            "SRV {e:?} without an A entry"
+        );
+    }
+    for e in &naptr {
+        assert!(
+            srv.iter().any(|s| s["name"] == e["replace"]),
+            "NAPTR {e:?} without an SRV entry"
+        );
+        assert_eq!(e["name"], DOMAIN);
+        assert_eq!(e["flags"], "S");
+    }
+    // The trimming kept the best: the 12 best-priority TCP targets, in priority order;
+    // the UDP records did not fit, so neither did their NAPTR.
+    assert_eq!(a.len(), 12);
+    assert_eq!(srv.len(), 12);
+    let prios: Vec<u16> = srv.iter().map(|e| e["priority"].parse().unwrap()).collect();
+    assert_eq!(prios, (1..=12).map(|i| i * 10).collect::<Vec<u16>>());
+    assert_eq!(naptr.len(), 1);
+    assert_eq!(naptr[0]["service"], "SIP+D2T");
+    assert_eq!(naptr[0]["order"], "90");
+    // And said why in comments.
+    assert!(text.contains("14 A records, the phone takes 12"), "{text}");
+    assert!(text.contains("SRV entries"), "{text}");
+    assert!(text.contains("NAPTR -> _sip._udp"), "{text}");
+
+    // The linphone snippet: the domain by SRV, failback switched on.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args(["phones", "linphone", "--domain", DOMAIN, "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rc = String::from_utf8(out.stdout).unwrap();
+    let sip = rc
+        .split("[sip]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        sip.lines().any(|l| l == "reconnect_to_primary_asap=1"),
+        "{rc}"
+    );
+    assert!(
+        rc.contains(&format!("reg_proxy=<sip:{DOMAIN};transport=tcp>")),
+        "{rc}"
+    );
+
+    // A domain sipdns does not manage is an error naming it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipdns"))
+        .args(["phones", "yealink", "--domain", "other.example.org", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other.example.org"));
+}
+
+/// A call from baresip a few seconds after the primary died (issue 15, point 4): the phone
+/// resolves NAPTR -> SRV -> A for the INVITE, sipdns (default policy, probes shortened) no
+/// longer lists the dead primary, and the INVITE reaches the secondary (kamailio answers
+/// 486) without first timing out on the primary (Timer B, 32 s). A UDP socket takes the
+/// killed primary's place and counts what the caller sends there. The caller is a baresip
+/// with the `menu` module (for `/dial`) and G.711 (for an SDP offer), started at dial time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_call_reaches_a_live_server_a_few_seconds_after_the_primary_died() {
+    use std::{net::UdpSocket, process::Command};
+
+    use crate::common::process::require;
+    let t = Transport::Udp;
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let (mut primary, mut secondary) = tokio::task::block_in_place(|| {
+        (
+            Registrar::start(dir.path(), "primary", PRIMARY, p1),
+            Registrar::start(dir.path(), "secondary", SECONDARY, p2),
+        )
+    });
+    // The domain at its default policy; only the probes are faster.
+    let cfg = format!(
+        "sip:\n  probe:\n    interval: {}ms\n    timeout: {}ms\n    fall: {FALL}\n    rise: {RISE}\n    startup_grace: 3s\n  domains:\n    - name: {DOMAIN}\n",
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis()
+    );
+    let s = server::start(&cfg, &[("pbx.example.org.yaml", &zone(t, p1, p2))]).await;
+    let key = |ip: Ipv4Addr, port| TargetKey {
+        ip: ip.into(),
+        port,
+        transport: t,
+    };
+    let (k1, k2) = (key(PRIMARY, p1), key(SECONDARY, p2));
+    wait_health(&s, &k1, Health::Up, Duration::from_secs(10)).await;
+    wait_health(&s, &k2, Health::Up, Duration::from_secs(10)).await;
+
+    let fault_at = unix_now();
+    let caller_port = free_port();
+    let stand_in = tokio::task::block_in_place(|| {
+        primary.kill();
+        // Its worker processes free the port a moment after the leader is reaped.
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            match UdpSocket::bind((PRIMARY, p1)) {
+                Ok(sock) => break sock,
+                Err(e) if Instant::now() < end => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("cannot take the dead primary's place: {e}"),
+            }
+        }
+    });
+    wait_health(&s, &k1, Health::Down, down_bound()).await;
+    // A few seconds after the fault.
+    let wait = (fault_at + 3.0 - unix_now()).max(0.0);
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+
+    let modules = [
+        "/usr/lib/baresip/modules",
+        "/usr/lib/x86_64-linux-gnu/baresip/modules",
+        "/usr/lib/aarch64-linux-gnu/baresip/modules",
+        "/usr/local/lib/baresip/modules",
+    ]
+    .into_iter()
+    .find(|d| std::path::Path::new(d).join("menu.so").is_file())
+    .expect("baresip modules (menu.so) not found (apt-get install -y baresip-core)");
+    let home = dir.path().join("caller");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("config"),
+        format!(
+            "poll_method epoll\nmodule_path {modules}\nnet_interface 127.0.0.1\n\
+             sip_listen 127.0.0.1:{caller_port}\ndns_server {}\n\
+             module g711.so\nmodule menu.so\nmodule_tmp account.so\n",
+            s.dns
+        ),
+    )
+    .unwrap();
+    // Not registered (regint=0): the call alone.
+    std::fs::write(
+        home.join("accounts"),
+        format!("<sip:caller@{DOMAIN}>;regint=0\n"),
+    )
+    .unwrap();
+    std::fs::write(home.join("contacts"), "").unwrap();
+    let mut cmd = Command::new(require("baresip", "baresip-core"));
+    cmd.current_dir(&home)
+        .arg("-f")
+        .arg(&home)
+        .arg("-e")
+        .arg(format!("/dial sip:bob@{DOMAIN}"));
+    let dial_at = unix_now();
+    let mut caller = Peer::spawn("baresip caller", cmd, home.join("caller.log"));
+    let t0 = Instant::now();
+    let invite_at = loop {
+        let at = secondary.log().lines().find_map(|l| {
+            let rest = l.split_once("INVITE-LOG ")?.1;
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("at="))?
+                .parse::<f64>()
+                .ok()
+        });
+        if let Some(at) = at {
+            break at;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no INVITE at the secondary within 10 s\ncaller:\n{}",
+            caller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // What reached the dead primary's address from the caller (bounded drain).
+    let to_dead = tokio::task::block_in_place(|| {
+        stand_in
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buf = [0u8; 65_535];
+        let mut n = 0;
+        for _ in 0..1000 {
+            match stand_in.recv_from(&mut buf) {
+                Ok((_, peer)) if peer.port() == caller_port => n += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        n
+    });
+    let setup = invite_at - dial_at;
+    eprintln!(
+        "phone e2e call (baresip, default policy TTL): dialled {:.3} s after the primary was \
+         killed; dial (process start) -> INVITE at the secondary {setup:.3} s; {to_dead} \
+         packets to the dead primary",
+        dial_at - fault_at
+    );
+    assert_eq!(to_dead, 0, "the INVITE went to the dead primary first");
+    assert!(
+        setup < 2.0,
+        "call setup {setup:.3} s\ncaller:\n{}",
+        caller.log()
+    );
+    caller.stop();
+    secondary.stop();
+}

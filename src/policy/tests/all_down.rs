@@ -12,7 +12,7 @@ fn srv_all_down_table() {
             additional: &[A_1, A_2],
             health: &[
                 ("192.0.2.13:5060/udp", "down"),
-                ("192.0.2.14:5060/udp", "drained"),
+                ("192.0.2.14:5060/udp", "down"),
             ],
             want_answer: &[
                 "_sip._udp.pbx.example.org. 30 SRV 0 1 5060 server1.pbx.example.org.",

@@ -5,7 +5,10 @@ use super::*;
 
 #[test]
 fn works_through_dyn_health_and_snapshot() {
-    let domain = SipDomainConfig::new(name(DOMAIN));
+    let domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     let mut targets = HashMap::new();
     targets.insert(key("192.0.2.13:5060/udp"), status("down"));
     let snapshot = HealthSnapshot {
@@ -36,7 +39,10 @@ fn works_through_dyn_health_and_snapshot() {
 
 #[test]
 fn explanation_serializes_for_the_rest_view() {
-    let domain = SipDomainConfig::new(name(DOMAIN));
+    let domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     let h = health(&[("192.0.2.13:5060/udp", "down")], &[]);
     let before = Answer {
         additional: rrs(&[A_1, A_2]),

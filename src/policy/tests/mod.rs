@@ -237,7 +237,10 @@ fn show(recs: &[Rec]) -> String {
 
 /// Runs one case; returns the problems found.
 fn run(case: &Case) -> Vec<String> {
-    let mut domain = SipDomainConfig::new(name(DOMAIN));
+    let mut domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     domain.ordering = Ordering::Fixed;
     (case.config)(&mut domain);
     let h = health(case.health, case.hosts);

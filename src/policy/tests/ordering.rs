@@ -81,7 +81,10 @@ fn weighted_second_place_follows_remaining_weights() {
 /// put server2 first two times in three, and priorities are never mixed.
 #[test]
 fn weighted_ordering_through_apply() {
-    let domain = SipDomainConfig::new(name(DOMAIN));
+    let domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     assert_eq!(domain.ordering, Ordering::Weighted);
     let h = TestHealth::default();
     let input = Answer {
@@ -127,7 +130,10 @@ fn weighted_ordering_through_apply() {
 
 #[test]
 fn fixed_ordering_keeps_source_order_within_priority() {
-    let mut domain = SipDomainConfig::new(name(DOMAIN));
+    let mut domain = SipDomainConfig {
+        ttl: 30,
+        ..SipDomainConfig::new(name(DOMAIN))
+    };
     domain.ordering = Ordering::Fixed;
     let input = Answer::records(
         rrs(&[

@@ -43,7 +43,10 @@ fn synthesize_naptr_table() {
         ("no SRV set, no NAPTR", None, &[], &[]),
     ];
     for (what, order, present, want) in cases {
-        let mut domain = SipDomainConfig::new(name(DOMAIN));
+        let mut domain = SipDomainConfig {
+            ttl: 30,
+            ..SipDomainConfig::new(name(DOMAIN))
+        };
         if let Some(order) = order {
             domain.naptr_order = order.to_vec();
         }
