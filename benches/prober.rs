@@ -26,7 +26,7 @@ use std::{
 use futures::future::BoxFuture;
 use sipdns::{
     config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
-    health::{Lookup, Prober},
+    health::{HealthHandle, Lookup, ProberHandle},
     metrics::Metrics,
     record::{Answer, DomainName, RType, Rcode, Source},
     shutdown::CancellationToken,
@@ -118,8 +118,15 @@ fn main() {
     let (cpu, probes, lateness) = rt.block_on(async move {
         let metrics = Arc::new(Metrics::new());
         let stop = CancellationToken::new();
-        let handle =
-            Prober::spawn(&cfg, Arc::new(NoDns), metrics.clone(), None, stop.clone()).unwrap();
+        let handle = ProberHandle::spawn(
+            &cfg,
+            Arc::new(NoDns),
+            metrics.clone(),
+            None,
+            HealthHandle::new(),
+            stop.clone(),
+        )
+        .unwrap();
         let mut ready = handle.ready();
         let _ = tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|v| *v)).await;
         // Warm up one interval so every target is in its steady rhythm.

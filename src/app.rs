@@ -4,7 +4,6 @@
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -20,7 +19,7 @@ use crate::{
         server::{self, Limits},
     },
     health::{
-        AdminState, HealthSnapshot, Lookup, ProbeError, Prober, ProberHandle, admin::Drain,
+        AdminState, HealthHandle, Lookup, ProbeError, ProberHandle, admin::Drain,
         observer::AdminCause,
     },
     metrics::Metrics,
@@ -71,7 +70,8 @@ impl Server {
             Forwarder::new(&config.upstream, metrics.clone())
                 .context("setting up the upstream forwarder")?,
         );
-        let health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+        // Created first: the prober writes it, the resolver reads it.
+        let health = HealthHandle::new();
         // Client connections get only what the open-files limit can spare.
         let budget = crate::descriptors::Budget::for_process(
             config.api.max_connections,
@@ -104,20 +104,20 @@ impl Server {
                 zones: Arc::new(zones),
             },
             forwarder,
-            health,
+            health.clone(),
             metrics.clone(),
         ));
         // The prober discovers targets through the same lookup path as the DNS server, but
         // before the health policy: a withheld target must still be probed to come back.
-        let prober = Prober::spawn(
+        let prober = ProberHandle::spawn(
             &sip_config,
             Arc::new(PolicyFreeLookup(resolver.clone())),
             metrics.clone(),
             state_file,
+            health,
             shutdown.clone(),
         )
         .context("starting the SIP prober")?;
-        resolver.set_health(prober.snapshot());
         let history = Arc::new(crate::health::history::History::default());
         prober.observe(history.clone());
         if events.is_active() {

@@ -22,7 +22,6 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
 use sipdns::{
@@ -32,7 +31,7 @@ use sipdns::{
         handler::{Handler, Transport},
         wire::{self, Parsed},
     },
-    health::{AdminState, Health, HealthSnapshot, TargetStatus},
+    health::{AdminState, Health, HealthHandle, HealthSnapshot, TargetStatus},
     metrics::Metrics,
     record::DomainName,
     resolve::Resolver,
@@ -113,7 +112,7 @@ fn env() -> &'static Env {
         let handler = rt.block_on(async {
             let forwarder =
                 Arc::new(Forwarder::new(&config.upstream, metrics.clone()).expect("forwarder"));
-            let health = Arc::new(ArcSwap::from_pointee(snapshot()));
+            let health = HealthHandle::from_snapshot(snapshot());
             let resolver = Arc::new(Resolver::new(
                 Data {
                     config: Arc::new(config),

@@ -1,9 +1,9 @@
 //! Health of every SIP target: the state table the prober writes and the DNS path reads
 //! lock-free.
 //!
-//! The prober owns the table and publishes an immutable [`HealthSnapshot`] through an
-//! `ArcSwap` after every change, so a DNS query reads health with one atomic load and never
-//! waits for the prober. Each snapshot carries a generation number that increases on every
+//! The prober owns the table and publishes an immutable [`HealthSnapshot`] through the
+//! [`HealthHandle`] (an `ArcSwap`) after every change, so a DNS query reads health with
+//! one atomic load and never waits for the prober. Each snapshot carries a generation number that increases on every
 //! change, so answer caches can tell when health moved.
 //!
 //! # Layout
@@ -17,11 +17,15 @@
 //! - [`observer`]: who else hears of probes, transitions and admin changes;
 //! - [`history`]: the last hour per target for the status page;
 //! - [`discover`]: NAPTR -> SRV -> A/AAAA discovery through the [`Lookup`] trait;
-//! - [`transport`]: the shared UDP sockets, TCP and TLS connections;
-//! - [`prober`]: the scheduler task and the app's [`ProberHandle`].
+//! - [`table`]: the target table: one row per target, the published snapshot, the API's
+//!   rows and the gauges, with one publish path;
+//! - [`udp`]: the UDP transaction table (send, retransmit, match replies, return verdicts);
+//! - [`transport`]: TCP and TLS connections;
+//! - [`prober`]: the loop that ties them, and the app's [`ProberHandle`].
 
 use std::{collections::HashMap, sync::Arc};
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::{record::DomainName, target::TargetKey};
@@ -119,6 +123,40 @@ impl HealthView for HealthSnapshot {
     }
 }
 
+/// The published health: created first by the app and given to the prober, which writes
+/// it (one [`HealthSnapshot`] per change), and to the resolver, which reads it with one
+/// atomic load per query. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct HealthHandle(Arc<ArcSwap<HealthSnapshot>>);
+
+impl HealthHandle {
+    /// A handle holding an empty snapshot (every target unknown) until the prober
+    /// publishes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A handle holding `snapshot` (for a resolver over fixed health, as in fuzzing).
+    pub fn from_snapshot(snapshot: HealthSnapshot) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(snapshot)))
+    }
+
+    /// The snapshot in force, without touching its reference count (hot path).
+    pub fn load(&self) -> arc_swap::Guard<Arc<HealthSnapshot>> {
+        self.0.load()
+    }
+
+    /// The snapshot in force.
+    pub fn load_full(&self) -> Arc<HealthSnapshot> {
+        self.0.load_full()
+    }
+
+    /// Publishes a new snapshot (the prober's target table is the only writer).
+    pub(crate) fn store(&self, snapshot: HealthSnapshot) {
+        self.0.store(Arc::new(snapshot));
+    }
+}
+
 /// Why the prober could not start or an admin change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -151,10 +189,13 @@ pub mod observer;
 pub mod prober;
 pub mod sip;
 pub mod state;
+pub mod table;
 pub mod transport;
+pub mod udp;
 
 pub use discover::Lookup;
-pub use prober::{Prober, ProberHandle, TargetInfo};
+pub use prober::ProberHandle;
+pub use table::TargetInfo;
 
 #[cfg(test)]
 mod tests;

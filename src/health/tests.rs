@@ -15,8 +15,9 @@ use std::{
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::{
-    AdminState, Health, HealthView as _, Prober, ProberHandle,
+    AdminState, Health, HealthHandle, HealthView as _, ProberHandle,
     discover::tests::{MapLookup, a, n, srv},
+    udp::UdpTransactions,
 };
 use crate::{
     config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
@@ -175,7 +176,15 @@ impl Drop for Running {
 fn start(cfg: &SipConfig, lookup: Arc<MapLookup>, state_file: Option<PathBuf>) -> Running {
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
-    let handle = Prober::spawn(cfg, lookup, metrics.clone(), state_file, stop.clone()).unwrap();
+    let handle = ProberHandle::spawn(
+        cfg,
+        lookup,
+        metrics.clone(),
+        state_file,
+        HealthHandle::new(),
+        stop.clone(),
+    )
+    .unwrap();
     Running {
         handle,
         metrics,
@@ -551,4 +560,64 @@ async fn ipv6_targets_use_their_own_socket() {
     // Probed by address: the Request-URI carries the bracketed literal.
     assert_eq!(r.handle.targets()[0].host, format!("[{}]", addr.ip()));
     server.abort();
+}
+
+#[tokio::test]
+async fn udp_probes_wait_for_a_free_transaction_slot() {
+    // Five targets answering after 30 ms, and room for one UDP transaction at a time: every
+    // probe still runs (in turn) and every target comes up; never two at once.
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut keys = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        keys.push(TargetKey {
+            ip: addr.ip(),
+            port: addr.port(),
+            transport: Transport::Udp,
+        });
+        let (open, most) = (open.clone(), most.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok((len, from)) = sock.recv_from(&mut buf).await {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let reply = reply_to(&buf[..len], "200 OK", "");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+                let _ = sock.send_to(&reply, from).await;
+            }
+        }));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let stop = CancellationToken::new();
+    let handle = ProberHandle::spawn_with(
+        &cfg_with(&keys, probe_cfg()),
+        Arc::<MapLookup>::default(),
+        metrics.clone(),
+        None,
+        HealthHandle::new(),
+        UdpTransactions::with_capacity(metrics.clone(), 1),
+        stop.clone(),
+    )
+    .unwrap();
+    let r = Running {
+        handle,
+        metrics,
+        stop,
+    };
+    assert!(wait_for(LONG, || keys.iter().all(|k| health(&r, k) == Health::Up)).await);
+    // And they keep their rhythm through the queue: three rounds each.
+    assert!(wait_for(LONG, || probes(&r, "udp", "good") >= 15).await);
+    assert_eq!(probes(&r, "udp", "timeout"), 0);
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two probes were open at once"
+    );
+    for t in tasks {
+        t.abort();
+    }
 }

@@ -1,18 +1,11 @@
-//! How probes travel: the shared UDP sockets (one per address family, with ICMP errors
-//! attributed to the destination that caused them), and one TCP or TLS connection per
-//! stream probe.
+//! How stream probes travel: one TCP or TLS connection per probe, and the TLS client.
+//! (UDP probes are transactions of their own: [`super::udp`].)
 //!
-//! ICMP unreachable on a shared, unconnected UDP socket: Linux reports such errors only if
-//! `IP_RECVERR` / `IPV6_RECVERR` is set, and then queues each one with the original
-//! destination address, which is how the prober knows which target it belongs to
-//! (ip(7), `MSG_ERRQUEUE`). Elsewhere ICMP errors are not seen and such a probe times out.
+//! ICMP errors reach a TCP connection only if they quote its own 4-tuple and a sequence
+//! number in its window (the kernel checks both), so errors forged for other connections
+//! or ports never end a stream probe.
 
-use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -22,7 +15,7 @@ use rustls::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
-    net::{TcpStream, UdpSocket},
+    net::TcpStream,
     time::Instant,
 };
 use tokio_rustls::TlsConnector;
@@ -37,98 +30,6 @@ use crate::{
     metrics::Metrics,
     target::Transport,
 };
-
-/// Receive buffer asked for the shared UDP sockets: replies of thousands of targets may
-/// arrive in the same millisecond.
-const UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
-
-/// Binds one shared UDP socket for an address family, with ICMP error reporting on.
-pub(crate) fn bind_udp(v6: bool) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if v6 {
-        sock.set_only_v6(true)?;
-    }
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = sock.set_recv_buffer_size(UDP_RECV_BUFFER);
-    set_recv_err(&sock, v6);
-    sock.set_nonblocking(true)?;
-    let any: SocketAddr = if v6 {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    sock.bind(&any.into())?;
-    UdpSocket::from_std(sock.into())
-}
-
-#[cfg(target_os = "linux")]
-fn set_recv_err(sock: &socket2::Socket, v6: bool) {
-    use std::os::fd::AsRawFd as _;
-    let one: libc::c_int = 1;
-    let (level, name) = if v6 {
-        (libc::SOL_IPV6, libc::IPV6_RECVERR)
-    } else {
-        (libc::SOL_IP, libc::IP_RECVERR)
-    };
-    // SAFETY: `sock` is an open socket for the duration of the call; the option value
-    // points to a live c_int and its exact size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&raw const one).cast::<libc::c_void>(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::warn!(error = %io::Error::last_os_error(), "cannot enable ICMP error reports on the probe socket; unreachable targets will time out instead");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_recv_err(_sock: &socket2::Socket, _v6: bool) {}
-
-/// Destinations named by queued ICMP errors on a shared UDP socket (bounded per call).
-#[cfg(target_os = "linux")]
-pub(crate) fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
-    use std::mem::MaybeUninit;
-    let sref = socket2::SockRef::from(sock);
-    let mut out = Vec::new();
-    let mut buf = [MaybeUninit::<u8>::uninit(); 256];
-    for _ in 0..1024 {
-        match sref.recv_from_with_flags(&mut buf, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) {
-            Ok((_, addr)) => {
-                if let Some(a) = addr.as_socket() {
-                    out.push(a);
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-/// Destinations named by queued ICMP errors (none outside Linux).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn drain_icmp_errors(_sock: &UdpSocket) -> Vec<SocketAddr> {
-    Vec::new()
-}
-
-/// The local address the kernel would send from to reach `dest` (for Via sent-by and
-/// Contact of probes on the shared socket, which is bound to the unspecified address).
-pub(crate) fn route_source(dest: IpAddr) -> Option<IpAddr> {
-    let bind: SocketAddr = match dest {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let s = std::net::UdpSocket::bind(bind).ok()?;
-    // connect() on UDP sends nothing; it only picks the route and source address.
-    s.connect((dest, 9)).ok()?;
-    s.local_addr().ok().map(|a| a.ip())
-}
 
 /// A verifier that accepts any certificate: the explicit `verify: false` opt-out. It
 /// still checks that the handshake signatures are valid for the presented key.

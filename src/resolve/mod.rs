@@ -20,7 +20,7 @@ use futures::future::{BoxFuture, FutureExt, join_all};
 
 use crate::{
     config::{MergeMode, SipDomainConfig},
-    health::HealthSnapshot,
+    health::{HealthHandle, HealthSnapshot},
     metrics::Metrics,
     policy::{self, Explanation},
     record::{Answer, DomainName, RType, Rcode, Rec, RecordData, Source},
@@ -52,7 +52,7 @@ pub struct Resolver {
     /// Increases on every swap of `data`, so answer caches can tell it moved.
     generation: std::sync::atomic::AtomicU64,
     forwarder: Arc<Forwarder>,
-    health: ArcSwap<ArcSwap<HealthSnapshot>>,
+    health: HealthHandle,
     metrics: Arc<Metrics>,
     prefetch: Arc<tokio::sync::Semaphore>,
     /// Questions waiting on upstream at once (`dns.max_inflight`): the bound sits where
@@ -66,7 +66,7 @@ impl Resolver {
     pub fn new(
         data: Data,
         forwarder: Arc<Forwarder>,
-        health: Arc<ArcSwap<HealthSnapshot>>,
+        health: HealthHandle,
         metrics: Arc<Metrics>,
     ) -> Self {
         let max_inflight = data.config.dns.max_inflight.max(1);
@@ -74,7 +74,7 @@ impl Resolver {
             data: ArcSwap::from_pointee(data),
             generation: std::sync::atomic::AtomicU64::new(1),
             forwarder,
-            health: ArcSwap::new(health),
+            health,
             metrics,
             prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCH)),
             inflight: tokio::sync::Semaphore::new(max_inflight),
@@ -102,18 +102,13 @@ impl Resolver {
     /// computed under one generation stay valid while it holds.
     pub fn generation(&self) -> u128 {
         let data = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        let health = self.health.load().load().generation;
+        let health = self.health.load().generation;
         (u128::from(data) << 64) | u128::from(health)
-    }
-
-    /// Points health reads at the prober's snapshot.
-    pub fn set_health(&self, health: Arc<ArcSwap<HealthSnapshot>>) {
-        self.health.store(health);
     }
 
     /// The health snapshot in force.
     pub fn health(&self) -> Arc<HealthSnapshot> {
-        self.health.load().load_full()
+        self.health.load_full()
     }
 
     /// The forwarder.

@@ -21,6 +21,7 @@ mod failover;
 mod faults;
 mod forwarding;
 mod hostile;
+mod icmp_forgery;
 mod linphone;
 mod metrics;
 mod phone;

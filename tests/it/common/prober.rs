@@ -8,7 +8,7 @@ use std::{
 
 use sipdns::{
     config::SipConfig,
-    health::{Health, HealthView as _, Lookup, Prober, ProberHandle},
+    health::{Health, HealthHandle, HealthView as _, Lookup, ProberHandle},
     metrics::Metrics,
     shutdown::CancellationToken,
     target::{TargetKey, Transport},
@@ -30,7 +30,15 @@ impl Drop for Running {
 pub(crate) fn start(cfg: SipConfig, lookup: Arc<dyn Lookup>) -> Running {
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
-    let handle = Prober::spawn(&cfg, lookup, metrics.clone(), None, stop.clone()).unwrap();
+    let handle = ProberHandle::spawn(
+        &cfg,
+        lookup,
+        metrics.clone(),
+        None,
+        HealthHandle::new(),
+        stop.clone(),
+    )
+    .unwrap();
     Running {
         handle,
         metrics,

@@ -9,7 +9,8 @@
 //! domain's previous targets instead of dropping servers because DNS hiccupped.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
+    net::IpAddr,
     time::Duration,
 };
 
@@ -144,7 +145,7 @@ impl Pass<'_> {
         out
     }
 
-    async fn addresses(&mut self, host: &DomainName) -> Vec<std::net::IpAddr> {
+    async fn addresses(&mut self, host: &DomainName) -> Vec<IpAddr> {
         let mut ips = Vec::new();
         for rtype in [RType::A, RType::AAAA] {
             for data in self.ask(host, rtype).await.into_iter().take(MAX_ADDRS) {
@@ -301,16 +302,16 @@ pub fn config_targets(d: &SipDomainConfig) -> Vec<Found> {
 /// there, so the prober never probes them (they stay `unknown`, handed out as up) — which
 /// also lets the shipped example config run anywhere without sending a packet off the
 /// machine.
-pub fn is_documentation(ip: std::net::IpAddr) -> bool {
+pub fn is_documentation(ip: IpAddr) -> bool {
     match ip {
-        std::net::IpAddr::V4(v4) => {
+        IpAddr::V4(v4) => {
             let o = v4.octets();
             matches!(
                 (o[0], o[1], o[2]),
                 (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
             )
         }
-        std::net::IpAddr::V6(v6) => {
+        IpAddr::V6(v6) => {
             let s = v6.segments();
             s[0] == 0x2001 && s[1] == 0x0db8
         }
@@ -348,254 +349,116 @@ pub async fn discover(cfg: &SipConfig, lookup: &dyn Lookup) -> Discovery {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use std::{collections::HashMap, net::IpAddr, sync::Mutex};
+/// What the prober knows of one target from discovery, merged over every domain and name
+/// it was found under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFacts {
+    /// Where it came from (the first of its origins, named ones first).
+    pub origin: Origin,
+    /// True if `host` is a real host name of the address (see [`Found::named`]).
+    pub named: bool,
+    /// The host name probed: Request-URI host and TLS SNI when `named`.
+    pub host: DomainName,
+    /// Every real host name of this address.
+    pub hosts: BTreeSet<DomainName>,
+    /// The SIP domains it serves.
+    pub domains: BTreeSet<DomainName>,
+    /// True for fallback (survivability) targets.
+    pub fallback: bool,
+}
 
-    use super::*;
-    use crate::{
-        config::{ExtraTargetConfig, FallbackTargetConfig},
-        record::{Rec, Source},
-    };
-
-    /// A lookup answering from a map; unknown names are NXDOMAIN.
-    #[derive(Default)]
-    pub(crate) struct MapLookup {
-        pub(crate) answers: Mutex<HashMap<(DomainName, RType), Answer>>,
-        /// Lookups answered so far.
-        pub(crate) asked: std::sync::atomic::AtomicUsize,
-    }
-
-    impl MapLookup {
-        pub(crate) fn add(&self, rec: Rec) {
-            let key = (rec.name.clone(), rec.rtype());
-            let mut map = self.answers.lock().unwrap();
-            map.entry(key)
-                .or_insert_with(|| Answer::records(Vec::new(), Source::Static))
-                .answers
-                .push(rec);
+impl TargetFacts {
+    /// The Request-URI host: the host name, or the address (IPv6 in brackets).
+    pub fn uri_host(&self, ip: IpAddr) -> String {
+        if self.named {
+            self.host.as_str().trim_end_matches('.').to_owned()
+        } else {
+            match ip {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            }
         }
-
-        pub(crate) fn set(&self, name: &str, rtype: RType, answer: Answer) {
-            self.answers
-                .lock()
-                .unwrap()
-                .insert((n(name), rtype), answer);
-        }
-
-        pub(crate) fn clear(&self, name: &str, rtype: RType) {
-            self.answers.lock().unwrap().remove(&(n(name), rtype));
-        }
-    }
-
-    impl Lookup for MapLookup {
-        fn lookup<'a>(&'a self, name: &'a DomainName, rtype: RType) -> BoxFuture<'a, Answer> {
-            self.asked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let a = self
-                .answers
-                .lock()
-                .unwrap()
-                .get(&(name.clone(), rtype))
-                .cloned()
-                .unwrap_or_else(|| Answer::empty(Rcode::NxDomain, Source::Upstream));
-            Box::pin(async move { a })
-        }
-    }
-
-    #[test]
-    fn documentation_blocks_are_recognised() {
-        for ip in ["192.0.2.10", "198.51.100.1", "203.0.113.9", "2001:db8::10"] {
-            assert!(is_documentation(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["127.0.0.1", "192.0.3.1", "10.0.0.1", "::1", "2001:db9::1"] {
-            assert!(!is_documentation(ip.parse().unwrap()), "{ip}");
-        }
-    }
-
-    pub(crate) fn n(s: &str) -> DomainName {
-        DomainName::parse(s).unwrap()
-    }
-
-    pub(crate) fn naptr(owner: &str, ttl: u32, service: &str, replacement: &str) -> Rec {
-        Rec::new(
-            n(owner),
-            ttl,
-            RecordData::Naptr {
-                order: 10,
-                preference: 10,
-                flags: "s".to_owned(),
-                services: service.to_owned(),
-                regexp: String::new(),
-                replacement: n(replacement),
-            },
-        )
-    }
-
-    pub(crate) fn srv(owner: &str, ttl: u32, port: u16, target: &str) -> Rec {
-        Rec::new(
-            n(owner),
-            ttl,
-            RecordData::Srv {
-                priority: 10,
-                weight: 10,
-                port,
-                target: n(target),
-            },
-        )
-    }
-
-    pub(crate) fn a(owner: &str, ttl: u32, ip: &str) -> Rec {
-        let data = match ip.parse::<IpAddr>().unwrap() {
-            IpAddr::V4(v4) => RecordData::A(v4),
-            IpAddr::V6(v6) => RecordData::Aaaa(v6),
-        };
-        Rec::new(n(owner), ttl, data)
-    }
-
-    fn keys(d: &Discovery) -> Vec<String> {
-        let mut v: Vec<String> = d.domains[0]
-            .found
-            .iter()
-            .map(|f| format!("{} {} {:?}", f.target.key, f.target.host, f.origin))
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn cfg(domain: &str) -> SipConfig {
-        SipConfig {
-            domains: vec![SipDomainConfig::new(n(domain))],
-            ..SipConfig::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn naptr_srv_a_aaaa_are_followed() {
-        let l = MapLookup::default();
-        l.add(naptr(
-            "pbx.example.org",
-            300,
-            "SIP+D2U",
-            "_sip._udp.pbx.example.org",
-        ));
-        l.add(naptr(
-            "pbx.example.org",
-            300,
-            "SIPS+D2T",
-            "_sips._tcp.pbx.example.org",
-        ));
-        l.add(naptr(
-            "pbx.example.org",
-            300,
-            "E2U+sip",
-            "ignored.example.org",
-        ));
-        l.add(srv(
-            "_sip._udp.pbx.example.org",
-            120,
-            5060,
-            "s1.example.org",
-        ));
-        l.add(srv(
-            "_sip._udp.pbx.example.org",
-            120,
-            5070,
-            "s2.example.org",
-        ));
-        l.add(srv(
-            "_sips._tcp.pbx.example.org",
-            120,
-            5061,
-            "s1.example.org",
-        ));
-        // Not named by a NAPTR: not followed.
-        l.add(srv(
-            "_sip._tcp.pbx.example.org",
-            120,
-            5060,
-            "s3.example.org",
-        ));
-        l.add(a("s1.example.org", 60, "192.0.2.1"));
-        l.add(a("s1.example.org", 60, "2001:db8::1"));
-        l.add(a("s2.example.org", 30, "192.0.2.2"));
-        l.add(a("s3.example.org", 30, "192.0.2.3"));
-        l.add(a("pbx.example.org", 45, "192.0.2.9"));
-        let d = discover(&cfg("pbx.example.org"), &l).await;
-        assert_eq!(
-            keys(&d),
-            vec![
-                "192.0.2.1:5060/udp s1.example.org. Srv",
-                "192.0.2.1:5061/tls s1.example.org. Srv",
-                "192.0.2.2:5070/udp s2.example.org. Srv",
-                "192.0.2.9:5060/udp pbx.example.org. Domain",
-                "[2001:db8::1]:5060/udp s1.example.org. Srv",
-                "[2001:db8::1]:5061/tls s1.example.org. Srv",
-            ]
-        );
-        assert!(d.domains[0].complete);
-        assert_eq!(d.refresh_in, Duration::from_secs(30), "shortest TTL seen");
-    }
-
-    #[tokio::test]
-    async fn without_naptr_the_three_srv_names_are_tried() {
-        let l = MapLookup::default();
-        l.add(srv(
-            "_sip._tcp.pbx.example.org",
-            600,
-            5060,
-            "s1.example.org",
-        ));
-        l.add(srv(
-            "_sips._tcp.pbx.example.org",
-            600,
-            5061,
-            "s1.example.org",
-        ));
-        l.add(srv("_sip._udp.pbx.example.org", 600, 0, "."));
-        l.add(a("s1.example.org", 600, "192.0.2.1"));
-        let d = discover(&cfg("pbx.example.org"), &l).await;
-        assert_eq!(
-            keys(&d),
-            vec![
-                "192.0.2.1:5060/tcp s1.example.org. Srv",
-                "192.0.2.1:5061/tls s1.example.org. Srv",
-            ]
-        );
-        // NXDOMAIN for the domain's A without SOA: the negative refresh; TTLs clamped.
-        assert_eq!(d.refresh_in, Duration::from_secs(60));
-    }
-
-    #[tokio::test]
-    async fn config_targets_are_added_and_failures_marked() {
-        let l = MapLookup::default();
-        l.set(
-            "pbx.example.org",
-            RType::NAPTR,
-            Answer::empty(Rcode::ServFail, Source::Upstream),
-        );
-        let mut c = cfg("pbx.example.org");
-        c.domains[0].fallback.push(FallbackTargetConfig {
-            host: n("sbc.example.org"),
-            address: "192.0.2.50".parse().unwrap(),
-            port: 5060,
-            transport: Transport::Udp,
-            weight: 0,
-        });
-        c.domains[0].targets.push(ExtraTargetConfig {
-            address: "192.0.2.60".parse().unwrap(),
-            port: 5080,
-            transport: Transport::Tcp,
-            host: None,
-        });
-        let d = discover(&c, &l).await;
-        assert!(!d.domains[0].complete);
-        assert_eq!(d.refresh_in, RETRY_AFTER_FAILURE);
-        let f = &d.domains[0].found;
-        assert_eq!(f.len(), 2);
-        assert!(f[0].target.fallback && f[0].origin == Origin::Fallback && f[0].named);
-        assert_eq!(f[1].origin, Origin::Extra);
-        assert!(!f[1].named);
-        assert_eq!(f[1].target.key.to_string(), "192.0.2.60:5080/tcp");
     }
 }
+
+/// One discovery pass merged with what the earlier passes found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Every target to probe, with what is known of it.
+    pub targets: HashMap<TargetKey, TargetFacts>,
+    /// Targets per host name (sorted), for the health snapshot.
+    pub by_host: HashMap<DomainName, Vec<TargetKey>>,
+    /// The SIP domain each host name was first found under, for the health snapshot.
+    pub host_domain: HashMap<DomainName, DomainName>,
+    /// Per domain, what it has now: the input of the next merge.
+    pub last_found: HashMap<DomainName, Vec<Found>>,
+}
+
+/// Merges a discovery pass with `last_found` (the previous merge's): a domain whose
+/// lookups all succeeded has exactly what was found; one with failed lookups keeps what it
+/// had and adds what was found, so a DNS hiccup drops no server. Targets are merged per
+/// key, since a target may serve several domains under several names. Pure.
+pub fn merge(last_found: &HashMap<DomainName, Vec<Found>>, d: Discovery) -> Merged {
+    let mut per_key: HashMap<TargetKey, Vec<Found>> = HashMap::new();
+    let mut kept: HashMap<DomainName, Vec<Found>> = HashMap::new();
+    for dom in d.domains {
+        let found = if dom.complete {
+            dom.found
+        } else {
+            let mut keep = last_found.get(&dom.domain).cloned().unwrap_or_default();
+            let mut seen: HashSet<Found> = keep.iter().cloned().collect();
+            for f in dom.found {
+                if seen.insert(f.clone()) {
+                    keep.push(f);
+                }
+            }
+            keep
+        };
+        for f in &found {
+            per_key.entry(f.target.key).or_default().push(f.clone());
+        }
+        kept.insert(dom.domain, found);
+    }
+    kept.retain(|dom, _| per_key.values().flatten().any(|f| &f.target.domain == dom));
+
+    let mut out = Merged {
+        last_found: kept,
+        ..Merged::default()
+    };
+    for (key, founds) in per_key {
+        let Some(first) = founds.iter().min_by_key(|f| (!f.named, f.origin)) else {
+            continue;
+        };
+        let hosts: BTreeSet<DomainName> = founds
+            .iter()
+            .filter(|f| f.named)
+            .map(|f| f.target.host.clone())
+            .collect();
+        let domains: BTreeSet<DomainName> =
+            founds.iter().map(|f| f.target.domain.clone()).collect();
+        for h in &hosts {
+            out.by_host.entry(h.clone()).or_default().push(key);
+            if let Some(d) = domains.first() {
+                out.host_domain
+                    .entry(h.clone())
+                    .or_insert_with(|| d.clone());
+            }
+        }
+        let facts = TargetFacts {
+            origin: first.origin,
+            named: first.named,
+            host: first.target.host.clone(),
+            hosts,
+            domains,
+            fallback: founds.iter().any(|f| f.target.fallback),
+        };
+        out.targets.insert(key, facts);
+    }
+    for keys in out.by_host.values_mut() {
+        keys.sort();
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
