@@ -86,6 +86,13 @@ impl Server {
         let udp_loops = config
             .dns
             .udp_loops(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // Secondary zones (zones.secondary): the copies kept on disk answer from the start;
+        // transfers run in the background once the listeners are up.
+        let secondaries =
+            crate::zones::secondary::Secondaries::open(&config.zones, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("zones.secondary: {e}"))?;
+        let zones = secondaries.overlay(&zones);
+        let config = secondaries.overlay_config(&config).unwrap_or(config);
         let sip_config = config.sip.clone();
         let state_file = config.state_file.clone();
         // Read at start only: a change of `api:` or `events:` takes a restart.
@@ -185,6 +192,24 @@ impl Server {
             reloader.on_result(Box::new(move |r| events.reload(r)));
         }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
+        if !secondaries.is_empty() {
+            // [secondary zones] laid over every reload; a transfer swaps the state like one;
+            // NOTIFY answered on the DNS listeners.
+            let overlay = secondaries.clone();
+            reloader.set_overlay(Arc::new(move |c: &Config, z: &ZoneStore| {
+                (overlay.overlay_config(c), overlay.overlay(z))
+            }));
+            let weak = Arc::downgrade(&reloader);
+            secondaries.start(
+                Arc::new(move || {
+                    if let Some(r) = weak.upgrade() {
+                        r.apply_overlay();
+                    }
+                }),
+                shutdown.clone(),
+            );
+            handler.set_notify(secondaries.clone());
+        }
         let mut api_addr = None;
         if let Some(addr) = api_config.listen {
             let listener = TcpListener::bind(addr)
@@ -206,7 +231,8 @@ impl Server {
                 request_timeout: api_config.request_timeout,
             })
             .with_history(history)
-            .with_ui(api_config.ui);
+            .with_ui(api_config.ui)
+            .with_secondaries(secondaries.clone());
             tasks.spawn(api::serve(listener, state, shutdown.clone()));
         }
         Ok(Self {

@@ -7,8 +7,8 @@
 //! servers in one process.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The registry and every series.
@@ -76,6 +76,29 @@ pub struct Metrics {
     /// Events not delivered to a webhook, by reason (`queue_full`: the receiver's queue was
     /// full; `failed`: every attempt failed).
     pub events_dropped: IntCounterVec,
+    /// Secondary zones: the SOA serial in force, by zone.
+    pub zone_serial: GaugeVec,
+    /// Secondary zones: transfers by zone, kind (`axfr`, `ixfr`) and result (`ok`,
+    /// `failed`, `rejected`, `up_to_date`).
+    pub zone_transfers: IntCounterVec,
+    /// Secondary zones: seconds until the zone expires without a successful check
+    /// (0 or below: expired, not served), by zone.
+    pub zone_expiry: GaugeVec,
+    /// Secondary zones: Unix time of the last successful serial check, by zone.
+    pub zone_last_success: GaugeVec,
+    /// Secondary zones: the refresh interval in force, by zone.
+    pub zone_refresh: GaugeVec,
+    /// NOTIFY messages received, by result (`accepted`, `refused`).
+    pub zone_notifies: IntCounterVec,
+    /// Catalog zones: member properties sipdns does not understand (ignored), by catalog.
+    pub catalog_unknown_properties: IntCounterVec,
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -273,6 +296,48 @@ impl Metrics {
             ),
             reload_timestamp,
             reload_last_ok,
+            zone_serial: gauge_vec(
+                &r,
+                "sipdns_zone_serial",
+                "Secondary zones: the SOA serial in force.",
+                &["zone"],
+            ),
+            zone_transfers: counter(
+                &r,
+                "sipdns_zone_transfers_total",
+                "Secondary zones: transfers by kind (axfr, ixfr) and result (ok, failed, rejected, up_to_date).",
+                &["zone", "kind", "result"],
+            ),
+            zone_expiry: gauge_vec(
+                &r,
+                "sipdns_zone_expiry_seconds",
+                "Secondary zones: seconds until the zone expires without a successful serial check; 0 or below: expired and not served.",
+                &["zone"],
+            ),
+            zone_last_success: gauge_vec(
+                &r,
+                "sipdns_zone_last_success_timestamp_seconds",
+                "Secondary zones: Unix time of the last successful serial check or transfer.",
+                &["zone"],
+            ),
+            zone_refresh: gauge_vec(
+                &r,
+                "sipdns_zone_refresh_seconds",
+                "Secondary zones: the refresh interval in force (the SOA's, or zones.secondary[].refresh).",
+                &["zone"],
+            ),
+            zone_notifies: counter(
+                &r,
+                "sipdns_zone_notifies_total",
+                "NOTIFY messages received, by result: accepted (from a listed primary, for a followed zone) or refused.",
+                &["result"],
+            ),
+            catalog_unknown_properties: counter(
+                &r,
+                "sipdns_zone_catalog_unknown_properties_total",
+                "Catalog zones: member properties not understood by sipdns (ignored), by catalog.",
+                &["catalog"],
+            ),
             state_file_quarantined: counter(
                 &r,
                 "sipdns_state_file_quarantined_total",
@@ -346,6 +411,9 @@ impl Metrics {
         }
         for res in ["ok", "error"] {
             let _ = self.reloads.with_label_values(&[res]);
+        }
+        for res in ["accepted", "refused"] {
+            let _ = self.zone_notifies.with_label_values(&[res]);
         }
         for reason in ["unreadable", "empty", "corrupt"] {
             let _ = self.state_file_quarantined.with_label_values(&[reason]);

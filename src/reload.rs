@@ -18,13 +18,17 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
+    config::Config,
     metrics::Metrics,
     record::DomainName,
     resolve::Resolver,
     shutdown::CancellationToken,
     state::{self, Data, LoadError},
     upstream::{self, UpstreamError},
-    zones::edit::{self, Change, EditError, Edited, IfMatch},
+    zones::{
+        ZoneStore,
+        edit::{self, Change, EditError, Edited, IfMatch},
+    },
 };
 
 /// Why a reload was rejected; the running config and zones stay in force in every case.
@@ -64,6 +68,12 @@ pub struct ReloadStatus {
     pub reloads_failed: u64,
 }
 
+/// Zones of another source laid over every store loaded from `zones/` (the transferred
+/// secondary zones, [`crate::zones::secondary`]), and the SIP domains they bring (`None`:
+/// the config as it is).
+pub type ZoneOverlay =
+    Arc<dyn Fn(&Config, &ZoneStore) -> (Option<Config>, ZoneStore) + Send + Sync>;
+
 /// Told of every reload attempt's result (the webhooks).
 pub type ResultHook = Box<dyn Fn(Result<(), &str>) + Send + Sync>;
 
@@ -85,6 +95,8 @@ pub struct Reloader {
     /// The text of the config file in force, once a reload has read it: an unchanged
     /// config is not parsed again when only a zone changed.
     config_text: Mutex<Option<String>>,
+    /// Secondary zones laid over every reloaded state.
+    overlay: Mutex<Option<ZoneOverlay>>,
 }
 
 impl Reloader {
@@ -104,6 +116,7 @@ impl Reloader {
             applied: watch::Sender::new(0),
             results: Mutex::new(Vec::new()),
             config_text: Mutex::new(None),
+            overlay: Mutex::new(None),
         }
     }
 
@@ -136,6 +149,43 @@ impl Reloader {
                 }
             }
         }
+    }
+
+    /// Lays `overlay` over the state of every later reload.
+    pub fn set_overlay(&self, overlay: ZoneOverlay) {
+        if let Ok(mut o) = self.overlay.lock() {
+            *o = Some(overlay);
+        }
+    }
+
+    fn overlaid(&self, config: Config, zones: ZoneStore) -> (Config, ZoneStore) {
+        match self.overlay.lock().ok().and_then(|o| o.clone()) {
+            Some(f) => {
+                let (c, z) = f(&config, &zones);
+                (c.unwrap_or(config), z)
+            }
+            None => (config, zones),
+        }
+    }
+
+    /// Swaps in the state in force with the overlay laid over it again (a secondary zone
+    /// was transferred, expired or removed): atomically like a reload, under the same
+    /// lock, followed the same way; not counted as a reload.
+    pub fn apply_overlay(&self) {
+        let Ok(_guard) = self.write_lock.lock() else {
+            return;
+        };
+        let Some(f) = self.overlay.lock().ok().and_then(|o| o.clone()) else {
+            return;
+        };
+        let current = self.resolver.data();
+        let (config, zones) = f(&current.config, &current.zones);
+        self.resolver.swap(Data {
+            config: config.map_or_else(|| current.config.clone(), Arc::new),
+            zones: Arc::new(zones),
+        });
+        self.applied.send_modify(|g| *g += 1);
+        drop(current);
     }
 
     /// Runs `hook` with the result of every reload attempt (not of API zone edits).
@@ -202,6 +252,7 @@ impl Reloader {
             state::load_text_reusing(&self.config_path, &text, previous, Some(&current.zones))?;
         // Checked here, applied by the forwarder's follower once the state is in force.
         upstream::check_config(&config.upstream)?;
+        let (config, zones) = self.overlaid(config, zones);
         let data = Data {
             config: Arc::new(config),
             zones: Arc::new(zones),

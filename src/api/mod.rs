@@ -45,6 +45,7 @@ use crate::{
     resolve::Resolver,
     shutdown::CancellationToken,
     target::TargetKey,
+    zones::secondary::Secondaries,
 };
 
 pub use auth::ApiToken;
@@ -96,6 +97,8 @@ pub struct ApiState {
     /// Turns true when the first probe round is done; `None`: no prober, nothing to wait
     /// for.
     pub(crate) first_round: Option<watch::Receiver<bool>>,
+    /// The secondary zones, whose status `GET /api/v1/zones` shows.
+    pub(crate) secondaries: Option<Arc<Secondaries>>,
     /// The last hour per target, for the status page (`None`: no history kept).
     pub(crate) history: Option<Arc<History>>,
     /// Serve the status page at `/` (`api.ui`).
@@ -148,6 +151,7 @@ impl ApiState {
             token: token.map(Arc::new),
             targets: None,
             first_round: None,
+            secondaries: None,
             history: None,
             ui: true,
             limits: ApiLimits::default(),
@@ -175,6 +179,12 @@ impl ApiState {
     /// Connects the prober's target list and admin switch.
     pub fn with_targets(mut self, targets: Arc<dyn TargetControl>) -> Self {
         self.targets = Some(targets);
+        self
+    }
+
+    /// Connects the secondary zones' status.
+    pub fn with_secondaries(mut self, secondaries: Arc<Secondaries>) -> Self {
+        self.secondaries = Some(secondaries);
         self
     }
 
@@ -279,6 +289,9 @@ impl ApiState {
         self.metrics
             .cache_entries
             .set(i64::try_from(cache).unwrap_or(i64::MAX));
+        if let Some(s) = &self.secondaries {
+            s.update_metrics();
+        }
         self.metrics.encode()
     }
 }

@@ -174,7 +174,11 @@ async fn openapi_doc() -> Response {
 }
 
 async fn list_zones(State(s): State<ApiState>) -> Json<Vec<edit::ZoneSummary>> {
-    Json(edit::list(&s.resolver.data().zones))
+    let data = s.resolver.data();
+    Json(match &s.secondaries {
+        Some(sec) => edit::list_with_secondaries(&data.zones, sec.status()),
+        None => edit::list(&data.zones),
+    })
 }
 
 async fn get_zone(

@@ -259,7 +259,43 @@ fn execute(cmd: ClientCommand) -> Result<(), Failure> {
                     text(&z["file"]),
                 ]);
             }
-            print(&t.render())
+            let mut out = t.render();
+            // Zones transferred from a primary (zones.secondary): where each one stands.
+            let secondary: Vec<&Value> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|z| &z["secondary"])
+                .filter(|s| s.is_object())
+                .collect();
+            if !secondary.is_empty() {
+                let mut t = Table::new(&[
+                    "SECONDARY",
+                    "ROLE",
+                    "SERVING",
+                    "SERIAL",
+                    "LAST TRANSFER",
+                    "ERROR",
+                ]);
+                for s in secondary {
+                    let last = &s["last_transfer"];
+                    t.row(vec![
+                        text(&s["zone"]).trim_end_matches('.').to_owned(),
+                        text(&s["role"]),
+                        text(&s["serving"]),
+                        text(&s["serial"]),
+                        if last.is_object() {
+                            format!("{} {} records", text(&last["kind"]), text(&last["records"]))
+                        } else {
+                            "-".to_owned()
+                        },
+                        text(&s["error"]),
+                    ]);
+                }
+                out.push('\n');
+                out.push_str(&t.render());
+            }
+            print(&out)
         }
         ClientCommand::Records { zone, action, .. } => {
             let path = format!("/api/v1/zones/{}", client::encode(&zone));

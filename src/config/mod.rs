@@ -376,6 +376,80 @@ pub struct ZonesConfig {
     /// `$INCLUDE`s). A bigger file is refused with an error naming it.
     #[serde(default = "default_zone_max_file_size")]
     pub max_file_size: u64,
+    /// Where zones transferred from a primary are kept (one RFC 1035 file per zone).
+    #[serde(default = "default_secondary_dir")]
+    pub secondary_dir: PathBuf,
+    /// Zones (or every member zone of a catalog) followed from a primary by zone transfer.
+    #[serde(default)]
+    pub secondary: Vec<SecondaryConfig>,
+    /// Templates a catalog member's `group` property (RFC 9432 §4.4.2) selects, by name.
+    #[serde(default)]
+    pub catalog_groups: BTreeMap<String, CatalogGroupConfig>,
+}
+
+/// `zones.secondary[]` — one zone, or a catalog of zones, followed from primaries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondaryConfig {
+    /// The zone to follow (give this or `catalog`).
+    #[serde(default)]
+    pub zone: Option<DomainName>,
+    /// A catalog zone (RFC 9432) whose member zones are all followed (give this or `zone`).
+    #[serde(default)]
+    pub catalog: Option<DomainName>,
+    /// The primaries, tried in order: transfers and SOA checks go to them over TCP, and
+    /// NOTIFY is accepted from their addresses only.
+    pub primaries: Vec<SocketAddr>,
+    /// The TSIG key (RFC 8945) that signs transfers and SOA checks.
+    #[serde(default)]
+    pub tsig: Option<TsigConfig>,
+    /// How the zone combines with upstream (for a catalog: its members' default).
+    #[serde(default)]
+    pub mode: MergeMode,
+    /// Check the serial this often instead of the SOA's refresh.
+    #[serde(default, with = "human_opt")]
+    pub refresh: Option<Duration>,
+    /// After a failed check, try again this soon instead of the SOA's retry.
+    #[serde(default, with = "human_opt")]
+    pub retry: Option<Duration>,
+}
+
+/// A TSIG key: its name, algorithm and a file holding the base64 secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigConfig {
+    /// The key name, as the primary knows it.
+    pub name: DomainName,
+    /// The MAC algorithm.
+    pub algorithm: TsigAlgorithmName,
+    /// File with the base64 secret: a bare line, or a BIND/Knot key file (`secret "...";` or
+    /// `secret: ...`).
+    pub secret_file: PathBuf,
+}
+
+/// TSIG MAC algorithms (RFC 8945 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithmName {
+    /// HMAC-SHA256 (mandatory to implement).
+    HmacSha256,
+    /// HMAC-SHA384.
+    HmacSha384,
+    /// HMAC-SHA512.
+    HmacSha512,
+}
+
+/// `zones.catalog_groups.<name>` — what a catalog member in that group gets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogGroupConfig {
+    /// The member zone's merge mode.
+    #[serde(default)]
+    pub mode: MergeMode,
+    /// Make each member zone a managed SIP domain (under its own name) with the health
+    /// policy of this `sip.domains` entry.
+    #[serde(default)]
+    pub sip_policy: Option<DomainName>,
 }
 
 /// How a zone's static records combine with upstream's.
@@ -766,6 +840,9 @@ impl Default for ZonesConfig {
         Self {
             dir: default_zones_dir(),
             modes: BTreeMap::new(),
+            secondary_dir: default_secondary_dir(),
+            secondary: Vec::new(),
+            catalog_groups: BTreeMap::new(),
             max_file_size: default_zone_max_file_size(),
         }
     }
@@ -895,6 +972,9 @@ fn default_retry_after() -> Duration {
 }
 fn default_zones_dir() -> PathBuf {
     PathBuf::from("zones")
+}
+fn default_secondary_dir() -> PathBuf {
+    PathBuf::from("secondary")
 }
 fn default_interval() -> Duration {
     Duration::from_secs(5)
@@ -1062,6 +1142,12 @@ impl Config {
             }
         };
         fix(&mut self.zones.dir);
+        fix(&mut self.zones.secondary_dir);
+        for s in &mut self.zones.secondary {
+            if let Some(t) = &mut s.tsig {
+                fix(&mut t.secret_file);
+            }
+        }
         if let Some(p) = &mut self.state_file {
             fix(p);
         }

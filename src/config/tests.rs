@@ -242,3 +242,49 @@ fn security_limits_default_and_bad_values_name_their_field() {
         );
     }
 }
+
+#[test]
+fn secondary_zones_parse_and_bad_entries_name_their_field() {
+    let good = "\
+zones:
+  secondary:
+    - zone: pbx.example.org
+      primaries: [\"192.0.2.53:53\"]
+      tsig: { name: office-key, algorithm: hmac-sha256, secret_file: tsig.key }
+      refresh: 5m
+    - catalog: catalog.example.net
+      primaries: [\"192.0.2.53:53\"]
+  catalog_groups:
+    branch: { mode: fallback }
+";
+    let c = Config::from_text(Path::new("/etc/sipdns/c.yaml"), good).unwrap();
+    assert_eq!(c.zones.secondary.len(), 2);
+    assert_eq!(c.zones.secondary_dir, Path::new("/etc/sipdns/secondary"));
+    let tsig = c.zones.secondary[0].tsig.as_ref().unwrap();
+    assert_eq!(tsig.secret_file, Path::new("/etc/sipdns/tsig.key"));
+    assert_eq!(c.zones.secondary[0].refresh, Some(Duration::from_secs(300)));
+    assert_eq!(c.zones.catalog_groups["branch"].mode, MergeMode::Fallback);
+
+    let bad = "\
+zones:
+  secondary:
+    - zone: pbx.example.org
+      catalog: catalog.example.net
+      primaries: [\"192.0.2.53:53\"]
+    - zone: office.example.org
+      primaries: []
+      retry: 10ms
+  catalog_groups:
+    branch: { sip_policy: pbx.example.org }
+";
+    let e = Config::from_text(Path::new("c.yaml"), bad).unwrap_err();
+    let fields: Vec<&str> = e.errors.iter().filter_map(|x| x.field.as_deref()).collect();
+    for want in [
+        "zones.secondary[0]",
+        "zones.secondary[1].primaries",
+        "zones.secondary[1].retry",
+        "zones.catalog_groups.branch.sip_policy",
+    ] {
+        assert!(fields.contains(&want), "{want} not in {fields:?}: {e}");
+    }
+}

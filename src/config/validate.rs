@@ -272,7 +272,69 @@ pub fn validate(c: &Config) -> Vec<ValidationError> {
         );
     }
 
+    secondary(c, &mut out);
     out
+}
+
+/// `zones.secondary`: each entry names one zone or one catalog, has primaries, and no zone
+/// is followed twice; a catalog group's SIP policy template is a `sip.domains` entry.
+fn secondary(c: &Config, out: &mut Vec<ValidationError>) {
+    for (name, g) in &c.zones.catalog_groups {
+        if let Some(t) = &g.sip_policy
+            && !c.sip.domains.iter().any(|d| &d.name == t)
+        {
+            err(
+                out,
+                format!("zones.catalog_groups.{name}.sip_policy"),
+                format!("{t} is not one of sip.domains"),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, s) in c.zones.secondary.iter().enumerate() {
+        let at = format!("zones.secondary[{i}]");
+        let name = match (&s.zone, &s.catalog) {
+            (Some(z), None) | (None, Some(z)) => Some(z),
+            (Some(_), Some(_)) => {
+                err(out, &at, "give either `zone` or `catalog`, not both");
+                None
+            }
+            (None, None) => {
+                err(
+                    out,
+                    &at,
+                    "give `zone` (one zone) or `catalog` (a catalog zone)",
+                );
+                None
+            }
+        };
+        if let Some(z) = name
+            && !seen.insert(z.clone())
+        {
+            err(out, &at, format!("{z} is followed twice"));
+        }
+        if let Some(z) = &s.zone
+            && c.zones.modes.contains_key(z)
+        {
+            err(
+                out,
+                format!("{at}.zone"),
+                format!("{z} is also a zone file in zones.modes; a zone has one source"),
+            );
+        }
+        if s.primaries.is_empty() {
+            err(
+                out,
+                format!("{at}.primaries"),
+                "at least one primary is needed",
+            );
+        }
+        for (key, v) in [("refresh", s.refresh), ("retry", s.retry)] {
+            if v.is_some_and(|d| d < Duration::from_secs(1)) {
+                err(out, format!("{at}.{key}"), "must be at least 1s");
+            }
+        }
+    }
 }
 
 /// Settings that work but are likely to hurt phones (printed by `sipdns check`, which still

@@ -28,6 +28,7 @@ use prometheus::Histogram;
 
 use super::{
     fastpath::{self, AnswerCache, KeyBuf, Series},
+    header,
     ratelimit::{self, Decision, RateLimiter},
     wire::{self, Parsed, Question},
 };
@@ -65,6 +66,9 @@ pub struct Handler {
     /// `dns_duration` by transport, resolved once: the fast path hashes no label strings.
     duration: [Histogram; 2],
     limiter: RateLimiter,
+    /// Secondary zones: answers NOTIFY (set only when some are configured; otherwise
+    /// NOTIFY gets NOTIMP like any other opcode).
+    notify: std::sync::OnceLock<Arc<crate::zones::secondary::Secondaries>>,
 }
 
 /// Encoded responses kept by the fast path.
@@ -141,6 +145,7 @@ impl Handler {
             cache: AnswerCache::new(ANSWER_CACHE_SIZE),
             duration,
             limiter: RateLimiter::new(),
+            notify: std::sync::OnceLock::new(),
         }
     }
 
@@ -154,6 +159,11 @@ impl Handler {
         let data = self.resolver.data_guard();
         self.limiter
             .prune(&data.config.dns.rate_limit, Instant::now());
+    }
+
+    /// Hands NOTIFY messages (RFC 1996) to the secondary zones from now on.
+    pub fn set_notify(&self, secondaries: Arc<crate::zones::secondary::Secondaries>) {
+        let _ = self.notify.set(secondaries);
     }
 
     /// The resolver.
@@ -248,6 +258,22 @@ impl Handler {
                     None => Fast::Dropped,
                 },
                 _ => Fast::Dropped,
+            };
+        }
+        // [secondary zones] NOTIFY (opcode 4, QR clear) before the ACL: the primaries
+        // are checked by the secondaries themselves, and need not be in `dns.allow`.
+        if let Some(secondaries) = self.notify.get()
+            && bytes.len() >= header::LEN
+            && header::flags(bytes) & (header::QR | header::OPCODE_MASK)
+                == u16::from(header::OPCODE_NOTIFY) << header::OPCODE_SHIFT
+        {
+            return match secondaries.notify(bytes, src) {
+                Some(resp) => {
+                    out.clear();
+                    out.extend_from_slice(&resp);
+                    Fast::Answered
+                }
+                None => Fast::Dropped,
             };
         }
         if !allowed(&data.config.dns.allow, src.ip()) {

@@ -27,6 +27,8 @@ pub const EDNS_DO: u16 = 0x8000;
 
 /// Opcode QUERY.
 pub const OPCODE_QUERY: u8 = 0;
+/// Opcode NOTIFY (RFC 1996).
+pub const OPCODE_NOTIFY: u8 = 4;
 
 /// Offsets of the header's counts.
 pub const QDCOUNT: usize = 4;

@@ -38,8 +38,6 @@ mod srv;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_intent;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -364,19 +362,29 @@ impl<'a, H: HealthView + ?Sized> Ctx<'a, H> {
         any
     }
 
-    /// True if every known address of the SRV target `target` on `port`/`transport` is
-    /// drained (see [`Ctx::all_drained`]).
-    fn srv_target_drained(&self, target: &DomainName, port: u16, transport: Transport) -> bool {
-        let keys = self
-            .addrs
+    /// The targets behind the SRV target `target` on `port`/`transport`: one per address
+    /// of it in ADDITIONAL.
+    fn keys_of<'s>(
+        &'s self,
+        target: &DomainName,
+        port: u16,
+        transport: Transport,
+    ) -> impl Iterator<Item = TargetKey> + 's {
+        self.addrs
             .get(target)
             .into_iter()
             .flatten()
-            .map(|ip| TargetKey {
+            .map(move |ip| TargetKey {
                 ip: *ip,
                 port,
                 transport,
-            });
+            })
+    }
+
+    /// True if every known address of the SRV target `target` on `port`/`transport` is
+    /// drained (see [`Ctx::all_drained`]).
+    fn srv_target_drained(&self, target: &DomainName, port: u16, transport: Transport) -> bool {
+        let keys = self.keys_of(target, port, transport);
         self.all_drained(keys)
     }
 
@@ -399,16 +407,7 @@ impl<'a, H: HealthView + ?Sized> Ctx<'a, H> {
                 "target \".\": service not offered (RFC 2782), passed through".to_owned(),
             );
         }
-        let keys = self
-            .addrs
-            .get(target)
-            .into_iter()
-            .flatten()
-            .map(|ip| TargetKey {
-                ip: *ip,
-                port,
-                transport,
-            });
+        let keys = self.keys_of(target, port, transport);
         self.judge_keys(keys).unwrap_or_else(|| {
             (
                 true,

@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::{
     Zone, ZoneFormat, ZoneStore, load_yaml_text,
     schema::{self, FieldError, RecordDoc, SoaDoc, ZoneDoc},
+    secondary::SecondaryStatus,
     shape,
 };
 use crate::{
@@ -188,6 +189,10 @@ pub struct ZoneSummary {
     pub read_only: bool,
     /// The zone's version.
     pub etag: ETag,
+    /// For a zone transferred from a primary (`zones.secondary`): serial, checks, last
+    /// transfer, expiry and error. Such a zone is listed even while it is not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<SecondaryStatus>,
 }
 
 /// A change to one zone.
@@ -224,8 +229,35 @@ pub fn list(zones: &ZoneStore) -> Vec<ZoneSummary> {
             records: z.len(),
             read_only: z.format != ZoneFormat::Yaml,
             etag: ETag::of(z),
+            secondary: None,
         })
         .collect();
+    out.sort_by(|a, b| a.zone.cmp(&b.zone));
+    out
+}
+
+/// [`list`] with the status of every secondary zone: attached to the zone in force, or
+/// a row of its own while it is not served (not transferred yet, expired, a catalog).
+pub fn list_with_secondaries(zones: &ZoneStore, status: Vec<SecondaryStatus>) -> Vec<ZoneSummary> {
+    let mut out = list(zones);
+    for st in status {
+        match out
+            .iter_mut()
+            .find(|z| z.zone == st.zone && z.format == ZoneFormat::Secondary)
+        {
+            Some(row) => row.secondary = Some(st),
+            None => out.push(ZoneSummary {
+                zone: st.zone.clone(),
+                mode: st.mode,
+                format: ZoneFormat::Secondary,
+                file: st.file.clone(),
+                records: 0,
+                read_only: true,
+                etag: ETag("\"-\"".to_owned()),
+                secondary: Some(st),
+            }),
+        }
+    }
     out.sort_by(|a, b| a.zone.cmp(&b.zone));
     out
 }

@@ -396,29 +396,42 @@ pub fn load_zone_file_text(
         }
     };
     let origin = hickory::name_from_hickory(&zone_name);
+    let recs = sets
+        .values()
+        .flat_map(|set| set.records_without_rrsigs())
+        .filter_map(hickory::rec_from_hickory);
+    zone_from_records(path, Some(text), origin, mode, ZoneFormat::ZoneFile, recs)
+}
+
+/// The checks every zone's records pass, whether read from a zone file or received by a
+/// zone transfer: every owner inside `origin`, one SOA at the apex (RFC 1035 §5.2); other
+/// SOA records are dropped. `text` (the file's) locates an error by line.
+pub(crate) fn zone_from_records(
+    path: &Path,
+    text: Option<&str>,
+    origin: DomainName,
+    mode: MergeMode,
+    format: ZoneFormat,
+    records: impl IntoIterator<Item = Rec>,
+) -> Result<Zone, ZoneError> {
     let mut soa = None;
     let mut recs = Vec::new();
     let mut outside = Vec::new();
-    for set in sets.values() {
-        for r in set.records_without_rrsigs() {
-            let Some(rec) = hickory::rec_from_hickory(r) else {
-                continue;
-            };
-            if !rec.name.is_in(&origin) {
-                outside.push(rec.name.clone());
-                continue;
-            }
-            if rec.rtype() == RType::SOA {
-                if rec.name == origin {
-                    soa = Some(rec);
-                }
-                continue;
-            }
-            recs.push(rec);
+    for rec in records {
+        if !rec.name.is_in(&origin) {
+            outside.push(rec.name.clone());
+            continue;
         }
+        if rec.rtype() == RType::SOA {
+            if rec.name == origin {
+                soa = Some(rec);
+            }
+            continue;
+        }
+        recs.push(rec);
     }
     if let Some(name) = outside.first() {
-        let line = find_line(text, name);
+        let line = text.and_then(|t| find_line(t, name));
         return Err(FileError {
             file: path.display().to_string(),
             line,
@@ -439,7 +452,7 @@ pub fn load_zone_file_text(
         mode,
         soa,
         path.to_path_buf(),
-        ZoneFormat::ZoneFile,
+        format,
         recs,
     ))
 }

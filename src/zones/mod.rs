@@ -10,6 +10,7 @@ pub mod edit;
 mod flow;
 mod load;
 pub mod schema;
+pub mod secondary;
 mod shape;
 mod zone_file;
 
@@ -101,6 +102,9 @@ pub enum ZoneFormat {
     Yaml,
     /// RFC 1035 `zones/<zone>.zone`, read-only to the API.
     ZoneFile,
+    /// Transferred from a primary (`zones.secondary`), kept in `zones.secondary_dir`;
+    /// read-only to the API.
+    Secondary,
 }
 
 /// One static zone.
@@ -452,6 +456,27 @@ impl ZoneStore {
         // The zone no longer matches any file digest: the next reload parses its file.
         store.sources.remove(&zone.file);
         store.zones.insert(zone.origin.clone(), Arc::new(zone));
+        store
+    }
+
+    /// A copy in which exactly the zones of `secondary` are the transferred ones: each is
+    /// added unless a zone file of `zones/` defines that origin (the operator's own file
+    /// wins), and transferred zones not in `secondary` any more (expired, or removed from
+    /// a catalog) are dropped. Zones are shared, not copied.
+    pub fn with_secondaries(&self, secondary: &HashMap<DomainName, Arc<Zone>>) -> Self {
+        let mut store = self.clone();
+        store
+            .zones
+            .retain(|o, z| z.format != ZoneFormat::Secondary || secondary.contains_key(o));
+        for (origin, zone) in secondary {
+            let own_file = store
+                .zones
+                .get(origin)
+                .is_some_and(|z| z.format != ZoneFormat::Secondary);
+            if !own_file {
+                store.zones.insert(origin.clone(), zone.clone());
+            }
+        }
         store
     }
 

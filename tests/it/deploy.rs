@@ -499,6 +499,11 @@ fn prometheus_config_and_alert_rules_pass_promtool() {
         ("SipdnsDomainAllTargetsDown", "sipdns_domain_targets_up"),
         ("SipdnsUpstreamFailing", "sipdns_upstream_requests_total"),
         ("SipdnsReloadFailed", "sipdns_config_last_reload_successful"),
+        (
+            "SipdnsZoneStale",
+            "sipdns_zone_last_success_timestamp_seconds",
+        ),
+        ("SipdnsZoneExpired", "sipdns_zone_expiry_seconds"),
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
         assert!(rules.contains(metric), "{metric}");
@@ -544,8 +549,15 @@ fn dashboard_exprs(v: &Value, out: &mut Vec<String>) {
 }
 
 /// The metric families of a scrape taken after enough traffic that every labelled
-/// family has a series: a SIP domain with a target, a static and a forwarded answer.
+/// family has a series: a SIP domain with a target, a static and a forwarded answer, and a
+/// secondary zone served from its disk copy.
 async fn exported_families() -> BTreeSet<String> {
+    let secondary = tempfile::tempdir().unwrap();
+    std::fs::write(
+        secondary.path().join("office.example.org.zone"),
+        "$ORIGIN office.example.org.\n@ 60 IN SOA ns.example.org. a.example.org. 1 60 10 86400 30\n",
+    )
+    .unwrap();
     let up = FakeUpstream::start().await;
     up.answer(
         "www.example.net",
@@ -557,8 +569,9 @@ async fn exported_families() -> BTreeSet<String> {
         "zone: pbx.example.org\nrecords:\n  - {{ name: _sip._udp, type: SRV, priority: 10, weight: 1, port: {port}, target: server1 }}\n  - {{ name: server1, type: A, address: 127.0.0.1 }}\n"
     );
     let cfg = format!(
-        "sip:\n  probe:\n    interval: 200ms\n    timeout: 150ms\n  domains:\n    - name: pbx.example.org\nupstream:\n  servers: [\"{}\"]\n  timeout: 500ms\n  attempts: 1\n",
-        up.addr()
+        "sip:\n  probe:\n    interval: 200ms\n    timeout: 150ms\n  domains:\n    - name: pbx.example.org\nupstream:\n  servers: [\"{}\"]\n  timeout: 500ms\n  attempts: 1\nzones:\n  secondary_dir: {}\n  secondary:\n    - {{ zone: office.example.org, primaries: [\"127.0.0.1:9\"] }}\n",
+        up.addr(),
+        secondary.path().display()
     );
     let s = server::start(&cfg, &[("pbx.yaml", &zone)]).await;
     let t = Instant::now();

@@ -42,7 +42,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use sipdns::{
@@ -52,8 +52,8 @@ use sipdns::{
 
 use crate::common::{
     process::{free_port, kill, require},
-    server::{self, TestServer},
-    sip::{Register, Registrar},
+    server::{self, TestServer, wait_health},
+    sip::{Phone, Register, Registrar, all_registers, unix_now, wait_register},
 };
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 41);
@@ -84,13 +84,6 @@ enum Scenario {
     Hang,
     LateKill,
     ExplicitPort,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// `fall` probes, each starting at most `interval x 1.1` after the previous one and judged
@@ -291,6 +284,15 @@ impl Linphone {
     }
 }
 
+impl Phone for Linphone {
+    fn assert_running(&mut self) {
+        Self::assert_running(self);
+    }
+    fn output(&self) -> String {
+        Self::output(self)
+    }
+}
+
 impl Drop for Linphone {
     fn drop(&mut self) {
         self.stop();
@@ -352,57 +354,6 @@ impl StandIn {
             let _ = t.join();
         }
         self.count.load(Ordering::Relaxed)
-    }
-}
-
-fn all_registers(regs: [&Registrar; 2]) -> Vec<Register> {
-    let mut all: Vec<Register> = regs.iter().flat_map(|r| r.registers()).collect();
-    all.sort_by(|a, b| a.at.total_cmp(&b.at));
-    all
-}
-
-async fn wait_register(
-    regs: [&Registrar; 2],
-    phone: &mut Linphone,
-    n: usize,
-    what: &str,
-    bound: Duration,
-) -> Register {
-    let t = Instant::now();
-    loop {
-        let all = all_registers(regs);
-        if let Some(r) = all.get(n) {
-            return r.clone();
-        }
-        phone.assert_running();
-        assert!(
-            t.elapsed() < bound,
-            "{what}: no REGISTER within {bound:?}; so far {all:#?}\nprimary:\n{}\nsecondary:\n{}",
-            regs[0].log(),
-            regs[1].log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_health(s: &TestServer, key: &TargetKey, want: Health, bound: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let now = s
-            .server()
-            .prober
-            .targets()
-            .into_iter()
-            .find(|r| &r.key == key)
-            .map(|r| r.health);
-        if now == Some(want) {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < bound,
-            "{key} not {want:?} within {bound:?} (now {now:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

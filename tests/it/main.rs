@@ -28,5 +28,6 @@ mod metrics;
 mod phone;
 mod prober;
 mod reload;
+mod secondary;
 mod ui;
 mod upstream;

@@ -27,7 +27,7 @@
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use hickory_proto::rr::{RData, RecordType};
@@ -42,8 +42,8 @@ use crate::common::{
     client::{self, query},
     fake_upstream::{FakeUpstream, a, naptr, srv},
     process::{Peer, free_port},
-    server::{self, TestServer},
-    sip::{PhoneConfig, Register, Registrar, baresip},
+    server::{self, TestServer, wait_health},
+    sip::{PhoneConfig, Register, Registrar, all_registers, baresip, unix_now, wait_register},
 };
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
@@ -112,13 +112,6 @@ fn up_bound() -> Duration {
     (INTERVAL.mul_f64(JITTER) + TIMEOUT) * RISE + SLACK
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 fn srv_name(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "_sip._udp",
@@ -175,61 +168,6 @@ async fn upstream(t: Transport, p1: u16, p2: u16) -> FakeUpstream {
     up.answer(&h1, RType::A, vec![a(&h1, 300, &PRIMARY.to_string())]);
     up.answer(&h2, RType::A, vec![a(&h2, 300, &SECONDARY.to_string())]);
     up
-}
-
-/// Waits (bounded) until the prober reports `want` for `key`; returns how long it took.
-async fn wait_health(s: &TestServer, key: &TargetKey, want: Health, bound: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let now = s
-            .server()
-            .prober
-            .targets()
-            .into_iter()
-            .find(|r| &r.key == key)
-            .map(|r| r.health);
-        if now == Some(want) {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < bound,
-            "{key} not {want:?} within {bound:?} (now {now:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Every REGISTER both registrars saved, in time order.
-fn all_registers(regs: [&Registrar; 2]) -> Vec<Register> {
-    let mut all: Vec<Register> = regs.iter().flat_map(|r| r.registers()).collect();
-    all.sort_by(|a, b| a.at.total_cmp(&b.at));
-    all
-}
-
-/// Waits (bounded) for REGISTER number `n` (0-based, over both registrars).
-async fn wait_register(
-    regs: [&Registrar; 2],
-    phone: &mut Peer,
-    n: usize,
-    what: &str,
-    bound: Duration,
-) -> Register {
-    let t = Instant::now();
-    loop {
-        let all = all_registers(regs);
-        if let Some(r) = all.get(n) {
-            return r.clone();
-        }
-        phone.assert_running();
-        assert!(
-            t.elapsed() < bound,
-            "{what}: no REGISTER within {bound:?}; so far {all:#?}\nphone log:\n{}\nprimary log:\n{}\nsecondary log:\n{}",
-            phone.log(),
-            regs[0].log(),
-            regs[1].log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Checks that `next` followed `prev` as a refresh on the phone's own schedule.

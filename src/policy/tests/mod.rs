@@ -5,7 +5,7 @@
 //! built from a table, [`Case`], [`run_table`] and the invariants every case is checked
 //! against) and the fixtures; the cases live in one file per record type or rule:
 //! [`srv`], [`naptr`], [`all_down`], [`address`], [`negative`], [`ordering`],
-//! [`synthesize`] and [`explain`].
+//! [`synthesize`], [`explain`] and [`intent`] (the operator's intent: demote, drained).
 //!
 //! Fixtures follow the Yealink documentation (docs/policy.md), renamed to example.org and
 //! 192.0.2.0/24: the server-redundancy guide's NAPTR 90/100 -> `_sip._tcp` / `_sip._udp` and
@@ -24,6 +24,7 @@ use super::*;
 mod address;
 mod all_down;
 mod explain;
+mod intent;
 mod naptr;
 mod negative;
 mod ordering;
@@ -138,6 +139,21 @@ impl HealthView for TestHealth {
     }
     fn host_targets(&self, host: &DomainName) -> Vec<TargetKey> {
         self.hosts.get(host).cloned().unwrap_or_default()
+    }
+}
+
+impl TestHealth {
+    /// Adds target `key` (`192.0.2.13:5060/udp`) in state `state` (see [`status`]).
+    fn with(mut self, key_text: &str, state: &str) -> Self {
+        self.targets.insert(key(key_text), status(state));
+        self
+    }
+
+    /// Names the targets behind host `host`.
+    fn host(mut self, host: &str, keys: &[&str]) -> Self {
+        self.hosts
+            .insert(name(host), keys.iter().map(|k| key(k)).collect());
+        self
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use sipdns::{app::Server, shutdown::CancellationToken};
+use std::time::{Duration, Instant};
+
+use sipdns::{app::Server, health::Health, shutdown::CancellationToken, target::TargetKey};
 
 /// A running server and its files; stopped when dropped.
 #[allow(dead_code)]
@@ -119,4 +121,31 @@ pub fn example_zones() -> Vec<(&'static str, &'static str)> {
             include_str!("../../../zones/example.net.zone"),
         ),
     ]
+}
+
+/// Waits (bounded) until the prober reports `want` for `key`; returns how long it took.
+pub async fn wait_health(
+    s: &TestServer,
+    key: &TargetKey,
+    want: Health,
+    bound: Duration,
+) -> Duration {
+    let t = Instant::now();
+    loop {
+        let now = s
+            .server()
+            .prober
+            .targets()
+            .into_iter()
+            .find(|r| &r.key == key)
+            .map(|r| r.health);
+        if now == Some(want) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < bound,
+            "{key} not {want:?} within {bound:?} (now {now:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -530,3 +530,62 @@ fn free_port_pair() -> u16 {
     }
     panic!("no free pair of loopback ports");
 }
+
+/// A phone under test, for the bounded waits below: fails the test when it exited, and
+/// shows what it printed.
+pub(crate) trait Phone {
+    /// Fails the test if the phone process has exited.
+    fn assert_running(&mut self);
+    /// What the phone printed so far.
+    fn output(&self) -> String;
+}
+
+impl Phone for Peer {
+    fn assert_running(&mut self) {
+        Self::assert_running(self);
+    }
+    fn output(&self) -> String {
+        self.log()
+    }
+}
+
+/// Seconds since the Unix epoch, the clock the registrars log REGISTERs with.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Every REGISTER both registrars saved, in time order.
+pub(crate) fn all_registers(regs: [&Registrar; 2]) -> Vec<Register> {
+    let mut all: Vec<Register> = regs.iter().flat_map(|r| r.registers()).collect();
+    all.sort_by(|a, b| a.at.total_cmp(&b.at));
+    all
+}
+
+/// Waits (bounded) for REGISTER number `n` (0-based, over both registrars).
+pub(crate) async fn wait_register(
+    regs: [&Registrar; 2],
+    phone: &mut impl Phone,
+    n: usize,
+    what: &str,
+    bound: Duration,
+) -> Register {
+    let t = Instant::now();
+    loop {
+        let all = all_registers(regs);
+        if let Some(r) = all.get(n) {
+            return r.clone();
+        }
+        phone.assert_running();
+        assert!(
+            t.elapsed() < bound,
+            "{what}: no REGISTER within {bound:?}; so far {all:#?}\nphone output:\n{}\nprimary log:\n{}\nsecondary log:\n{}",
+            phone.output(),
+            regs[0].log(),
+            regs[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -3,24 +3,10 @@
 //! targets) instead of withholding them, and `all_down: serve_all` leaves drained targets
 //! out unless `all_down_includes_drained: true`. Each case also checks the explain view.
 
-use std::collections::HashMap;
-
-use rand::{SeedableRng, rngs::StdRng};
-
 use super::*;
-use crate::{
-    config::{OnDown, Ordering},
-    health::{AdminState, Health, TargetStatus},
-    record::Source,
-};
 
-const DOMAIN: &str = "pbx.example.org.";
 const UDP: &str = "_sip._udp.pbx.example.org.";
 const TCP: &str = "_sip._tcp.pbx.example.org.";
-
-fn name(s: &str) -> DomainName {
-    DomainName::parse(s).unwrap()
-}
 
 fn a(owner: &str, ip: &str) -> Rec {
     Rec::new(name(owner), 300, address_data(ip.parse().unwrap()))
@@ -54,47 +40,6 @@ fn naptr(order: u16, service: &str, replacement: &str) -> Rec {
     )
 }
 
-/// Target statuses by key (`192.0.2.13:5060/udp`) and the targets behind host names.
-#[derive(Default)]
-struct Health2 {
-    targets: HashMap<TargetKey, TargetStatus>,
-    hosts: HashMap<DomainName, Vec<TargetKey>>,
-}
-
-impl Health2 {
-    fn with(mut self, key: &str, state: &str) -> Self {
-        let (health, admin) = match state {
-            "up" => (Health::Up, AdminState::Enabled),
-            "down" => (Health::Down, AdminState::Enabled),
-            "drained" => (Health::Up, AdminState::Drained),
-            other => panic!("state {other}"),
-        };
-        self.targets
-            .insert(key.parse().unwrap(), TargetStatus { health, admin });
-        self
-    }
-
-    fn host(mut self, host: &str, keys: &[&str]) -> Self {
-        self.hosts.insert(
-            name(host),
-            keys.iter().map(|k| k.parse().unwrap()).collect(),
-        );
-        self
-    }
-}
-
-impl HealthView for Health2 {
-    fn status(&self, key: &TargetKey) -> TargetStatus {
-        self.targets
-            .get(key)
-            .copied()
-            .unwrap_or(TargetStatus::UNKNOWN)
-    }
-    fn host_targets(&self, host: &DomainName) -> Vec<TargetKey> {
-        self.hosts.get(host).cloned().unwrap_or_default()
-    }
-}
-
 /// Applies the policy (fixed ordering, `config` on top of the defaults); returns the
 /// outcome and its explanation.
 fn apply_to(
@@ -102,7 +47,7 @@ fn apply_to(
     qtype: RType,
     answers: Vec<Rec>,
     additional: Vec<Rec>,
-    health: &Health2,
+    health: &TestHealth,
     config: impl FnOnce(&mut SipDomainConfig),
 ) -> (Outcome, Explanation) {
     let mut domain = SipDomainConfig::new(name(DOMAIN));
@@ -153,7 +98,7 @@ fn decision<'a>(ex: &'a Explanation, section: Section, rec: &str) -> &'a Decisio
 
 #[test]
 fn demote_moves_the_domains_own_down_address_after_the_up_ones() {
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/udp", "down")
         .with("192.0.2.14:5060/udp", "up");
     let answers = vec![a(DOMAIN, "192.0.2.13"), a(DOMAIN, "192.0.2.14")];
@@ -184,7 +129,7 @@ fn demote_moves_the_domains_own_down_address_after_the_up_ones() {
 
 #[test]
 fn demote_keeps_the_order_of_up_addresses_and_of_the_down_ones() {
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("[2001:db8::1]:5060/udp", "down")
         .with("[2001:db8::2]:5060/udp", "up")
         .with("[2001:db8::3]:5060/udp", "down")
@@ -210,7 +155,7 @@ fn demote_keeps_the_order_of_up_addresses_and_of_the_down_ones() {
 #[test]
 fn demote_moves_a_target_hosts_down_address_after_the_up_one() {
     let host = "server1.pbx.example.org.";
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/udp", "down")
         .with("192.0.2.23:5060/udp", "up")
         .host(host, &["192.0.2.13:5060/udp", "192.0.2.23:5060/udp"]);
@@ -239,7 +184,7 @@ fn demote_moves_a_target_hosts_down_address_after_the_up_one() {
 fn demote_moves_the_down_glue_of_a_kept_target_after_its_up_address() {
     // server1 has two addresses, one down: its SRV record stays (one address is up); in
     // ADDITIONAL the down address follows the up one instead of being withheld.
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/udp", "down")
         .with("192.0.2.23:5060/udp", "up")
         .with("192.0.2.14:5060/udp", "up");
@@ -272,7 +217,7 @@ fn demote_moves_the_down_glue_of_a_kept_target_after_its_up_address() {
 }
 
 fn all_down_srv(includes_drained: bool) -> (Outcome, Explanation) {
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/udp", "down")
         .with("192.0.2.14:5060/udp", "drained");
     let answers = vec![
@@ -334,7 +279,7 @@ fn serve_all_hands_drained_targets_out_when_the_operator_says_so() {
 
 #[test]
 fn serve_all_with_only_drained_targets_serves_them_rather_than_nothing() {
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/udp", "drained")
         .with("192.0.2.14:5060/udp", "drained");
     let answers = vec![
@@ -362,7 +307,7 @@ fn serve_all_with_only_drained_targets_serves_them_rather_than_nothing() {
 
 #[test]
 fn serve_all_leaves_the_domains_drained_address_out() {
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/udp", "down")
         .with("192.0.2.14:5060/udp", "drained");
     let answers = vec![a(DOMAIN, "192.0.2.13"), a(DOMAIN, "192.0.2.14")];
@@ -387,7 +332,7 @@ fn serve_all_leaves_the_domains_drained_address_out() {
 fn serve_all_leaves_a_naptr_whose_targets_are_all_drained_out() {
     // TCP servers down, the UDP server drained: under serve_all the TCP NAPTR and its set
     // are handed out, the drained UDP one is not.
-    let h = Health2::default()
+    let h = TestHealth::default()
         .with("192.0.2.13:5060/tcp", "down")
         .with("192.0.2.14:5060/udp", "drained");
     let answers = vec![naptr(90, "SIP+D2T", TCP), naptr(100, "SIP+D2U", UDP)];

@@ -1,0 +1,731 @@
+//! The zone transfer client: SOA serial checks and AXFR (RFC 5936) / IXFR (RFC 1995)
+//! over TCP, each request signed and every response message verified with TSIG
+//! (RFC 8945) through hickory-proto's `TSigner` / `TSigVerifier`. Messages are hickory's
+//! `Message`; the records come out as plain [`Rec`]s.
+//!
+//! Written here rather than with hickory-net's client: that client brings its own runtime
+//! plumbing and reports an IXFR as one flat record stream, while sipdns needs the
+//! difference sequences themselves to apply an IXFR without touching the unchanged rest of
+//! the zone. Every response message must carry a TSIG record when a key is configured
+//! (Knot and BIND sign each one; RFC 8945 §5.3.1's unsigned intermediate messages are
+//! refused, which fails safe).
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{
+        Name, RData, Record, RecordType, TSigVerifier, TSigner,
+        rdata::{SOA, tsig::TsigAlgorithm},
+    },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    config::{TsigAlgorithmName, TsigConfig},
+    hickory as convert,
+    record::{DomainName, Rec, RecordData},
+};
+
+/// Largest transfer accepted, in records (a hostile primary cannot exhaust memory).
+const MAX_RECORDS: usize = 5_000_000;
+/// Clock skew a signed message may have (RFC 8945 §10 recommends 300 s).
+const FUDGE: u16 = 300;
+
+/// Why a check or transfer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransferError {
+    /// Connecting, sending or receiving failed, or timed out.
+    #[error("{primary}: {reason}")]
+    Io {
+        /// The primary.
+        primary: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// The primary answered with an error code.
+    #[error("{primary} answered {rcode}{hint}")]
+    Rcode {
+        /// The primary.
+        primary: SocketAddr,
+        /// The code.
+        rcode: String,
+        /// What it likely means.
+        hint: &'static str,
+    },
+    /// A response failed TSIG verification, or was not signed.
+    #[error("{primary}: TSIG verification failed: {reason}")]
+    Tsig {
+        /// The primary.
+        primary: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The response is not a well-formed transfer of the zone.
+    #[error("{primary}: malformed transfer: {reason}")]
+    Malformed {
+        /// The primary.
+        primary: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TransferError {
+    /// A metric label: `rejected` for authentication problems, else `failed`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Tsig { .. } => "rejected",
+            Self::Rcode { rcode, .. } if rcode == "NOTAUTH" => "rejected",
+            _ => "failed",
+        }
+    }
+}
+
+/// A TSIG key ready to sign.
+#[derive(Clone)]
+pub(crate) struct Key(TSigner);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({})", self.0.signer_name())
+    }
+}
+
+impl Key {
+    /// Reads the secret file of `cfg`: a bare base64 line, or a BIND (`secret "…";`) or
+    /// Knot (`secret: …`) key file.
+    pub(crate) fn load(cfg: &TsigConfig) -> Result<Self, String> {
+        let text = std::fs::read_to_string(&cfg.secret_file).map_err(|e| {
+            format!(
+                "cannot read the TSIG secret {}: {e}",
+                cfg.secret_file.display()
+            )
+        })?;
+        let secret = secret_of(&text)
+            .ok_or_else(|| format!("{}: no base64 TSIG secret found", cfg.secret_file.display()))?;
+        let bytes = data_encoding::BASE64
+            .decode(secret.as_bytes())
+            .map_err(|e| {
+                format!(
+                    "{}: the TSIG secret is not base64: {e}",
+                    cfg.secret_file.display()
+                )
+            })?;
+        let algorithm = match cfg.algorithm {
+            TsigAlgorithmName::HmacSha256 => TsigAlgorithm::HmacSha256,
+            TsigAlgorithmName::HmacSha384 => TsigAlgorithm::HmacSha384,
+            TsigAlgorithmName::HmacSha512 => TsigAlgorithm::HmacSha512,
+        };
+        let name = convert::name_to_hickory(&cfg.name).map_err(|e| e.to_string())?;
+        TSigner::new(bytes, algorithm, name, FUDGE)
+            .map(Self)
+            .map_err(|e| format!("TSIG key {}: {e}", cfg.name))
+    }
+}
+
+/// The base64 secret in a key file's text.
+fn secret_of(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("secret") {
+            let v = rest
+                .trim_start_matches([':', ' ', '\t'])
+                .trim_end_matches(';')
+                .trim()
+                .trim_matches('"');
+            if !v.is_empty() {
+                return Some(v.to_owned());
+            }
+        }
+    }
+    let bare: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .collect();
+    match bare.as_slice() {
+        [one] if !one.contains(' ') => Some((*one).to_owned()),
+        _ => None,
+    }
+}
+
+/// Which transfer was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Full zone (RFC 5936), or an IXFR the primary answered with the full zone.
+    Axfr,
+    /// Differences (RFC 1995).
+    Ixfr,
+}
+
+impl Kind {
+    /// The metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Axfr => "axfr",
+            Self::Ixfr => "ixfr",
+        }
+    }
+}
+
+/// One step of an IXFR: the records removed and added to go from one serial to the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Diff {
+    pub(crate) removed: Vec<Rec>,
+    pub(crate) added: Vec<Rec>,
+}
+
+/// What a transfer brought.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Body {
+    /// The whole zone, SOA included.
+    Full(Vec<Rec>),
+    /// The differences from the serial we hold to `soa`'s.
+    Incremental {
+        /// The new SOA.
+        soa: Rec,
+        /// The steps, in order.
+        diffs: Vec<Diff>,
+    },
+    /// Nothing newer than what we hold.
+    UpToDate,
+}
+
+/// A finished transfer.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) kind: Kind,
+    pub(crate) body: Body,
+    pub(crate) bytes: usize,
+    pub(crate) records: usize,
+    pub(crate) duration: Duration,
+}
+
+/// RFC 1982 serial arithmetic: true if `a` is newer than `b`.
+pub(crate) fn newer(a: u32, b: u32) -> bool {
+    a != b && (a.wrapping_sub(b) as i32) > 0
+}
+
+/// The serial of an SOA record.
+pub(crate) fn serial_of(soa: &Rec) -> Option<u32> {
+    match soa.data {
+        RecordData::Soa { serial, .. } => Some(serial),
+        _ => None,
+    }
+}
+
+/// One TCP exchange: a signed request, then response messages verified in order.
+struct Exchange {
+    primary: SocketAddr,
+    stream: TcpStream,
+    verifier: Option<TSigVerifier>,
+    id: u16,
+    deadline: Instant,
+    bytes: usize,
+}
+
+impl Exchange {
+    async fn start(
+        primary: SocketAddr,
+        mut request: Message,
+        key: Option<&Key>,
+        timeout: Duration,
+    ) -> Result<Self, TransferError> {
+        let io = |reason: String| TransferError::Io { primary, reason };
+        let deadline = Instant::now() + timeout;
+        let id = request.metadata.id;
+        let verifier = match key {
+            Some(k) => request
+                .finalize(&k.0, unix_now())
+                .map_err(|e| io(format!("signing the request: {e}")))?,
+            None => None,
+        };
+        let bytes = request
+            .to_vec()
+            .map_err(|e| io(format!("encoding the request: {e}")))?;
+        let len = u16::try_from(bytes.len()).map_err(|_| io("request too large".into()))?;
+        let mut stream = tokio::time::timeout_at(deadline.into(), TcpStream::connect(primary))
+            .await
+            .map_err(|_| io("connect timed out".into()))?
+            .map_err(|e| io(format!("connect: {e}")))?;
+        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        tokio::time::timeout_at(deadline.into(), stream.write_all(&framed))
+            .await
+            .map_err(|_| io("send timed out".into()))?
+            .map_err(|e| io(format!("send: {e}")))?;
+        Ok(Self {
+            primary,
+            stream,
+            verifier,
+            id,
+            deadline,
+            bytes: 0,
+        })
+    }
+
+    /// The next response message, checked: ID, QR, rcode, TSIG.
+    async fn next(&mut self) -> Result<Message, TransferError> {
+        let primary = self.primary;
+        let io = |reason: String| TransferError::Io { primary, reason };
+        let len = tokio::time::timeout_at(self.deadline.into(), self.stream.read_u16())
+            .await
+            .map_err(|_| io("timed out waiting for the response".into()))?
+            .map_err(|e| io(format!("reading the response: {e}")))?;
+        let mut buf = vec![0u8; usize::from(len)];
+        tokio::time::timeout_at(self.deadline.into(), self.stream.read_exact(&mut buf))
+            .await
+            .map_err(|_| io("timed out reading the response".into()))?
+            .map_err(|e| io(format!("reading the response: {e}")))?;
+        self.bytes += buf.len() + 2;
+        let msg = Message::from_vec(&buf).map_err(|e| TransferError::Malformed {
+            primary,
+            reason: e.to_string(),
+        })?;
+        if msg.metadata.id != self.id || msg.metadata.message_type != MessageType::Response {
+            return Err(TransferError::Malformed {
+                primary,
+                reason: "a message that is not the response to our request".into(),
+            });
+        }
+        let rcode = msg.metadata.response_code;
+        if rcode != ResponseCode::NoError {
+            let hint = match rcode {
+                ResponseCode::NotAuth => " (the primary does not accept our TSIG key)",
+                ResponseCode::Refused => " (not allowed to transfer: check the primary's ACL)",
+                _ => "",
+            };
+            return Err(TransferError::Rcode {
+                primary,
+                rcode: rcode.to_str().to_uppercase(),
+                hint,
+            });
+        }
+        if let Some(v) = &mut self.verifier {
+            if msg.signature().is_none() {
+                return Err(TransferError::Tsig {
+                    primary,
+                    reason: "an unsigned response".into(),
+                });
+            }
+            v.verify(&buf).map_err(|e| TransferError::Tsig {
+                primary,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(msg)
+    }
+}
+
+fn request(zone: &DomainName, rtype: RecordType) -> Result<(Message, Name), String> {
+    let name = convert::name_to_hickory(zone).map_err(|e| e.to_string())?;
+    let mut m = Message::new(rand::random::<u16>(), MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(name.clone(), rtype));
+    Ok((m, name))
+}
+
+/// Asks `primary` for the zone's SOA over TCP.
+pub(crate) async fn soa(
+    primary: SocketAddr,
+    zone: &DomainName,
+    key: Option<&Key>,
+    timeout: Duration,
+) -> Result<Rec, TransferError> {
+    let (req, _) =
+        request(zone, RecordType::SOA).map_err(|reason| TransferError::Io { primary, reason })?;
+    let mut ex = Exchange::start(primary, req, key, timeout).await?;
+    let msg = ex.next().await?;
+    msg.answers
+        .iter()
+        .filter_map(convert::rec_from_hickory)
+        .find(|r| &r.name == zone && serial_of(r).is_some())
+        .ok_or_else(|| TransferError::Malformed {
+            primary,
+            reason: format!("no SOA for {zone} in the answer (is it authoritative for it?)"),
+        })
+}
+
+/// Transfers the zone from `primary`: IXFR from `have` (our SOA) when given, else AXFR.
+pub(crate) async fn transfer(
+    primary: SocketAddr,
+    zone: &DomainName,
+    key: Option<&Key>,
+    have: Option<&Rec>,
+    timeout: Duration,
+) -> Result<Received, TransferError> {
+    let started = Instant::now();
+    let malformed = |reason: String| TransferError::Malformed { primary, reason };
+    let rtype = if have.is_some() {
+        RecordType::IXFR
+    } else {
+        RecordType::AXFR
+    };
+    let (mut req, _) =
+        request(zone, rtype).map_err(|reason| TransferError::Io { primary, reason })?;
+    let have_serial = match have {
+        Some(soa) => {
+            req.add_authority(soa_record(soa).map_err(malformed)?);
+            serial_of(soa)
+        }
+        None => None,
+    };
+    let mut ex = Exchange::start(primary, req, key, timeout).await?;
+    let mut stream = Stream::new(zone.clone(), have_serial);
+    loop {
+        let msg = ex.next().await?;
+        let last = stream.feed(msg.answers.iter().filter_map(convert::rec_from_hickory));
+        let last = last.map_err(malformed)?;
+        if stream.records > MAX_RECORDS {
+            return Err(malformed(format!("more than {MAX_RECORDS} records")));
+        }
+        if last || stream.up_to_date_after_first_message() {
+            break;
+        }
+    }
+    let records = stream.records;
+    let (kind, body) = stream.finish().map_err(malformed)?;
+    Ok(Received {
+        kind,
+        body,
+        bytes: ex.bytes,
+        records,
+        duration: started.elapsed(),
+    })
+}
+
+/// Our SOA as a hickory record, for the authority section of an IXFR request
+/// (RFC 1995 §3).
+fn soa_record(soa: &Rec) -> Result<Record, String> {
+    let RecordData::Soa {
+        mname,
+        rname,
+        serial,
+        refresh,
+        retry,
+        expire,
+        minimum,
+    } = &soa.data
+    else {
+        return Err("not an SOA".into());
+    };
+    let name = |n: &DomainName| convert::name_to_hickory(n).map_err(|e| e.to_string());
+    // SOA timers are 32-bit on the wire; hickory holds them as i32.
+    let t = |v: u32| v as i32;
+    Ok(Record::from_rdata(
+        name(&soa.name)?,
+        soa.ttl,
+        RData::SOA(SOA::new(
+            name(mname)?,
+            name(rname)?,
+            *serial,
+            t(*refresh),
+            t(*retry),
+            t(*expire),
+            *minimum,
+        )),
+    ))
+}
+
+/// Where an AXFR / IXFR record stream is.
+#[derive(Debug)]
+enum Phase {
+    /// Nothing yet.
+    Start,
+    /// The first SOA (the new serial) seen; the next record decides the form.
+    First,
+    /// A full zone: records until the closing SOA.
+    Full,
+    /// IXFR: records removed since the SOA that opened this step.
+    Removing,
+    /// IXFR: records added, up to `to`.
+    Adding { to: u32 },
+    /// The closing SOA was seen.
+    Done,
+}
+
+/// Reads the records of a transfer response, in order (RFC 5936 §2.2, RFC 1995 §4).
+#[derive(Debug)]
+pub(crate) struct Stream {
+    zone: DomainName,
+    have: Option<u32>,
+    phase: Phase,
+    soa: Option<Rec>,
+    full: Vec<Rec>,
+    diffs: Vec<Diff>,
+    records: usize,
+    messages: usize,
+}
+
+impl Stream {
+    pub(crate) fn new(zone: DomainName, have: Option<u32>) -> Self {
+        Self {
+            zone,
+            have,
+            phase: Phase::Start,
+            soa: None,
+            full: Vec::new(),
+            diffs: Vec::new(),
+            records: 0,
+            messages: 0,
+        }
+    }
+
+    fn apex_soa(&self, r: &Rec) -> Option<u32> {
+        if r.name == self.zone {
+            serial_of(r)
+        } else {
+            None
+        }
+    }
+
+    /// Takes one message's records; true once the closing SOA has been read.
+    pub(crate) fn feed(&mut self, recs: impl Iterator<Item = Rec>) -> Result<bool, String> {
+        self.messages += 1;
+        for r in recs {
+            self.records += 1;
+            let soa = self.apex_soa(&r);
+            let target = self.soa.as_ref().and_then(serial_of);
+            self.phase = match std::mem::replace(&mut self.phase, Phase::Start) {
+                Phase::Start => {
+                    if soa.is_none() {
+                        return Err(format!("the first record is not the SOA of {}", self.zone));
+                    }
+                    self.soa = Some(r);
+                    Phase::First
+                }
+                Phase::First => match soa {
+                    Some(s) if Some(s) == self.have && self.have != target => {
+                        self.diffs.push(Diff::default());
+                        Phase::Removing
+                    }
+                    Some(s) if Some(s) == target => {
+                        // An empty zone (just its SOA), sent whole.
+                        if let Some(first) = self.soa.clone() {
+                            self.full.push(first);
+                        }
+                        Phase::Done
+                    }
+                    Some(_) => {
+                        return Err("an IXFR step from a serial we do not hold".into());
+                    }
+                    None => {
+                        if let Some(first) = self.soa.clone() {
+                            self.full.push(first);
+                        }
+                        self.full.push(r);
+                        Phase::Full
+                    }
+                },
+                Phase::Full => {
+                    if soa.is_some() {
+                        Phase::Done
+                    } else {
+                        self.full.push(r);
+                        Phase::Full
+                    }
+                }
+                Phase::Removing => match soa {
+                    Some(to) => Phase::Adding { to },
+                    None => {
+                        if let Some(d) = self.diffs.last_mut() {
+                            d.removed.push(r);
+                        }
+                        Phase::Removing
+                    }
+                },
+                Phase::Adding { to } => match soa {
+                    Some(s) if Some(to) == target && Some(s) == target => Phase::Done,
+                    Some(_) => {
+                        self.diffs.push(Diff::default());
+                        Phase::Removing
+                    }
+                    None => {
+                        if let Some(d) = self.diffs.last_mut() {
+                            d.added.push(r);
+                        }
+                        Phase::Adding { to }
+                    }
+                },
+                Phase::Done => return Err("records after the closing SOA".into()),
+            };
+        }
+        Ok(matches!(self.phase, Phase::Done))
+    }
+
+    /// An IXFR answered with only the SOA we already hold, in one message: up to date.
+    fn up_to_date_after_first_message(&self) -> bool {
+        matches!(self.phase, Phase::First)
+            && self.messages == 1
+            && match (self.soa.as_ref().and_then(serial_of), self.have) {
+                (Some(s), Some(h)) => !newer(s, h),
+                _ => false,
+            }
+    }
+
+    pub(crate) fn finish(self) -> Result<(Kind, Body), String> {
+        match self.phase {
+            Phase::First if self.up_to_date_after_first_message() => {
+                Ok((Kind::Ixfr, Body::UpToDate))
+            }
+            Phase::Done => {
+                if self.diffs.is_empty() {
+                    Ok((Kind::Axfr, Body::Full(self.full)))
+                } else {
+                    let soa = self.soa.ok_or("no SOA")?;
+                    Ok((
+                        Kind::Ixfr,
+                        Body::Incremental {
+                            soa,
+                            diffs: self.diffs,
+                        },
+                    ))
+                }
+            }
+            _ => Err("the transfer ended before its closing SOA".into()),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn soa(serial: u32) -> Rec {
+        Rec::new(
+            DomainName::parse("example.org").unwrap(),
+            60,
+            RecordData::Soa {
+                mname: DomainName::parse("ns.example.org").unwrap(),
+                rname: DomainName::parse("admin.example.org").unwrap(),
+                serial,
+                refresh: 60,
+                retry: 10,
+                expire: 600,
+                minimum: 30,
+            },
+        )
+    }
+
+    fn a(name: &str, last: u8) -> Rec {
+        Rec::new(
+            DomainName::parse(name).unwrap(),
+            60,
+            RecordData::A(std::net::Ipv4Addr::new(192, 0, 2, last)),
+        )
+    }
+
+    fn zone() -> DomainName {
+        DomainName::parse("example.org").unwrap()
+    }
+
+    #[test]
+    fn axfr_stream_over_two_messages() {
+        let mut s = Stream::new(zone(), None);
+        assert!(!s.feed([soa(5), a("a.example.org", 1)].into_iter()).unwrap());
+        assert!(s.feed([a("b.example.org", 2), soa(5)].into_iter()).unwrap());
+        let (kind, body) = s.finish().unwrap();
+        assert_eq!(kind, Kind::Axfr);
+        assert_eq!(
+            body,
+            Body::Full(vec![soa(5), a("a.example.org", 1), a("b.example.org", 2)])
+        );
+    }
+
+    #[test]
+    fn ixfr_two_steps() {
+        let mut s = Stream::new(zone(), Some(5));
+        let recs = [
+            soa(7),
+            soa(5),
+            a("a.example.org", 1),
+            soa(6),
+            a("a.example.org", 2),
+            soa(6),
+            soa(7),
+            a("c.example.org", 3),
+            soa(7),
+        ];
+        assert!(s.feed(recs.into_iter()).unwrap());
+        let (kind, body) = s.finish().unwrap();
+        assert_eq!(kind, Kind::Ixfr);
+        let Body::Incremental { soa: new, diffs } = body else {
+            panic!("not incremental");
+        };
+        assert_eq!(new, soa(7));
+        assert_eq!(diffs.len(), 2);
+        assert_eq!(diffs[0].removed, vec![a("a.example.org", 1)]);
+        assert_eq!(diffs[0].added, vec![a("a.example.org", 2)]);
+        assert!(diffs[1].removed.is_empty());
+        assert_eq!(diffs[1].added, vec![a("c.example.org", 3)]);
+    }
+
+    #[test]
+    fn ixfr_up_to_date_and_axfr_fallback() {
+        let mut s = Stream::new(zone(), Some(5));
+        assert!(!s.feed([soa(5)].into_iter()).unwrap());
+        assert!(s.up_to_date_after_first_message());
+        assert_eq!(s.finish().unwrap().1, Body::UpToDate);
+        // A primary without the history answers an IXFR with the whole zone.
+        let mut s = Stream::new(zone(), Some(5));
+        assert!(
+            s.feed([soa(6), a("a.example.org", 1), soa(6)].into_iter())
+                .unwrap()
+        );
+        assert_eq!(s.finish().unwrap().0, Kind::Axfr);
+    }
+
+    #[test]
+    fn hostile_streams_are_errors() {
+        let mut s = Stream::new(zone(), None);
+        assert!(s.feed([a("a.example.org", 1)].into_iter()).is_err());
+        let mut s = Stream::new(zone(), None);
+        assert!(
+            s.feed([soa(5), soa(5), a("a.example.org", 1)].into_iter())
+                .is_err()
+        );
+        let mut s = Stream::new(zone(), None);
+        s.feed([soa(5), a("a.example.org", 1)].into_iter()).unwrap();
+        assert!(s.finish().is_err());
+    }
+
+    #[test]
+    fn serial_arithmetic() {
+        assert!(newer(2, 1));
+        assert!(!newer(1, 2));
+        assert!(newer(0, u32::MAX));
+        assert!(!newer(5, 5));
+    }
+
+    #[test]
+    fn secrets_from_key_files() {
+        assert_eq!(secret_of("c2VjcmV0\n").as_deref(), Some("c2VjcmV0"));
+        assert_eq!(
+            secret_of("key \"k\" {\n algorithm hmac-sha256;\n secret \"c2VjcmV0\";\n};\n")
+                .as_deref(),
+            Some("c2VjcmV0")
+        );
+        assert_eq!(
+            secret_of("key:\n  - id: k\n    algorithm: hmac-sha256\n    secret: c2VjcmV0\n")
+                .as_deref(),
+            Some("c2VjcmV0")
+        );
+        assert_eq!(secret_of("two words\n"), None);
+    }
+}
