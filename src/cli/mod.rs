@@ -9,12 +9,14 @@
 //! printed), 2 a usage error.
 //!
 //! # Layout
-//! - this module: the arguments and what each command prints;
+//! - this module: the arguments and what each command fetches and prints;
+//! - `view`: the API's JSON rendered as tables and text;
 //! - [`client`]: the HTTP client over the API;
 //! - [`table`]: aligned text tables.
 
 pub mod client;
 pub mod table;
+mod view;
 
 use std::{
     io::Write as _,
@@ -28,6 +30,8 @@ use serde_json::{Value, json};
 
 use client::{Client, ClientError};
 use table::Table;
+pub use view::targets_table;
+use view::{explain_text, records_table, state_of, text};
 
 /// Where the API is and how to sign in; `--json` output.
 #[derive(Debug, Clone, Args)]
@@ -511,141 +515,6 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
     print(&t.render())
 }
 
-/// `up`, `down`, `unknown` or `drained`.
-fn state_of(row: &Value) -> String {
-    if row["admin"] == json!("drained") {
-        "drained".to_owned()
-    } else {
-        text(&row["health"])
-    }
-}
-
-/// The targets as a table; `now` for the "since" column.
-pub fn targets_table(v: &Value, now: SystemTime) -> Table {
-    let mut t = Table::new(&["TARGET", "HOST", "STATE", "SINCE", "CODE", "RTT", "REASON"]);
-    for row in v.as_array().into_iter().flatten() {
-        let since = row["since"]
-            .as_u64()
-            .map(|s| {
-                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-                let ago = now.duration_since(at).unwrap_or_default();
-                humantime::format_duration(Duration::from_secs(ago.as_secs())).to_string()
-            })
-            .unwrap_or_default();
-        let rtt = row["rtt_ms"]
-            .as_f64()
-            .map(|ms| format!("{ms:.1}ms"))
-            .unwrap_or_else(|| "-".to_owned());
-        let code = row["last_code"]
-            .as_u64()
-            .map_or_else(|| "-".to_owned(), |c| c.to_string());
-        let mut reason = text(&row["last_reason"]);
-        if row["admin"] == json!("drained") {
-            let d = &row["drain"];
-            let mut r = "drained".to_owned();
-            if let Some(u) = d["until"].as_str() {
-                r.push_str(&format!(" until {u}"));
-            }
-            if let Some(b) = d["by"].as_str() {
-                r.push_str(&format!(" by {b}"));
-            }
-            if let Some(n) = d["note"].as_str() {
-                r.push_str(&format!(": {n}"));
-            }
-            reason = format!("{r}; {reason}");
-        }
-        t.row(vec![
-            text(&row["key"]),
-            text(&row["host"]),
-            state_of(row),
-            since,
-            code,
-            rtt,
-            reason,
-        ]);
-    }
-    t
-}
-
-fn records_table(v: &Value) -> Table {
-    let mut t = Table::new(&["#", "NAME", "TYPE", "TTL", "DATA"]);
-    for (i, r) in v["records"].as_array().into_iter().flatten().enumerate() {
-        let data: Vec<String> = r
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| !matches!(k.as_str(), "name" | "type" | "ttl"))
-            .map(|(k, v)| format!("{k}={}", text(v)))
-            .collect();
-        t.row(vec![
-            i.to_string(),
-            text(&r["name"]),
-            text(&r["type"]),
-            r["ttl"]
-                .as_u64()
-                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            data.join(" "),
-        ]);
-    }
-    t
-}
-
-fn explain_text(v: &Value) -> String {
-    let mut out = format!(
-        "{} {}: {} ({})\n",
-        text(&v["name"]),
-        text(&v["type"]),
-        text(&v["after"]["rcode"]),
-        text(&v["after"]["source"])
-    );
-    if let Some(d) = v["domain"].as_str() {
-        out.push_str(&format!(
-            "SIP domain {}; policy applied\n",
-            d.trim_end_matches('.')
-        ));
-    }
-    let mut t = Table::new(&["SECTION", "ACTION", "RECORD", "WHY"]);
-    for d in v["decisions"].as_array().into_iter().flatten() {
-        t.row(vec![
-            text(&d["section"]),
-            text(&d["action"]),
-            record_text(&d["record"]),
-            text(&d["reason"]),
-        ]);
-    }
-    if v["decisions"].as_array().is_some_and(|a| !a.is_empty()) {
-        out.push_str(&t.render());
-    } else {
-        for r in v["after"]["answer"].as_array().into_iter().flatten() {
-            out.push_str(&format!("{}\n", text(r)));
-        }
-    }
-    out
-}
-
-/// A record of the explain view (`{name, ttl, type, data}`) in presentation form.
-fn record_text(r: &Value) -> String {
-    match r {
-        Value::Object(_) => format!(
-            "{} {} {} {}",
-            text(&r["name"]),
-            text(&r["ttl"]),
-            text(&r["type"]),
-            text(&r["data"])
-        ),
-        other => text(other),
-    }
-}
-
-/// A JSON value as plain text (strings without quotes, null as `-`).
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
 fn print_json(v: &Value) -> Result<(), Failure> {
     let mut s = serde_json::to_string_pretty(v).map_err(|e| Failure::Api(e.to_string()))?;
     s.push('\n');
@@ -660,45 +529,4 @@ fn print(s: &str) -> Result<(), Failure> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_are_written_as_api_paths() {
-        let p = |t| admin_path(t, "drain").map_err(|e| format!("{e:?}"));
-        assert_eq!(
-            p("192.0.2.10/udp").unwrap(),
-            "/api/v1/targets/192.0.2.10:5060/udp/drain"
-        );
-        assert_eq!(
-            p("192.0.2.10:5080/TCP").unwrap(),
-            "/api/v1/targets/192.0.2.10:5080/tcp/drain"
-        );
-        assert_eq!(
-            p("2001:db8::1/tls").unwrap(),
-            "/api/v1/targets/%5B2001:db8::1%5D:5061/tls/drain"
-        );
-        assert_eq!(
-            p("[2001:db8::1]:5070/udp").unwrap(),
-            "/api/v1/targets/%5B2001:db8::1%5D:5070/udp/drain"
-        );
-        assert!(p("192.0.2.10").is_err());
-        assert!(p("192.0.2.10:5060/sctp").is_err());
-        assert!(p("server1:5060/udp").is_err());
-    }
-
-    #[test]
-    fn record_fields_keep_numbers_numeric() {
-        let v = record_doc(
-            "_sip._udp",
-            "srv",
-            &["priority=10".into(), "target=sip3".into()],
-        )
-        .unwrap();
-        assert_eq!(
-            v,
-            json!({"name": "_sip._udp", "type": "SRV", "priority": 10, "target": "sip3"})
-        );
-        assert!(record_doc("a", "A", &["address".into()]).is_err());
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use super::*;
 use crate::record::DomainName;

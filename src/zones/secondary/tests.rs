@@ -7,8 +7,8 @@ use hickory_proto::{
     rr::{Name, RecordType},
 };
 
-use super::*;
-use crate::zones::load_zone_file_text;
+use super::{follow::apply, transfer::Diff, *};
+use crate::zones::{ZoneFormat, load_zone_file_text};
 
 fn zone(text: &str) -> Zone {
     let mut z = load_zone_file_text(
