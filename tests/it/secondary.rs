@@ -852,8 +852,17 @@ async fn knot_corrupt_disk_copy_is_set_aside_and_transferred_again() {
             .any(|n| n.starts_with("pbx.example.org.zone.corrupt-")),
         "{names:?}"
     );
-    // The new copy replaced it, with the primary's serial.
-    let copy = std::fs::read_to_string(sdir.path().join("pbx.example.org.zone")).unwrap();
+    // The new copy replaced it, with the primary's serial. The zone is served first and
+    // written to disk after, so wait (bounded) for the write.
+    let path = sdir.path().join("pbx.example.org.zone");
+    let t = Instant::now();
+    let copy = loop {
+        let copy = std::fs::read_to_string(&path).unwrap_or_default();
+        if copy.contains("serial 3") || t.elapsed() > Duration::from_secs(5) {
+            break copy;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(copy.contains("serial 3"), "{copy}");
     let st = status_of(&s, ZONE).await;
     assert_eq!(st["serial"], 3, "{st:#}");
