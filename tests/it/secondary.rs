@@ -330,6 +330,19 @@ async fn knot_axfr_then_notify_ixfr_within_2s() {
     let st = status_of(&s, ZONE).await;
     assert_eq!(st["serial"], 2, "{st:#}");
     assert_eq!(st["last_transfer"]["kind"], "ixfr", "{st:#}");
+    // The status page shows the same: served, the serial, the IXFR.
+    let dash = http::Client::new(s.api.unwrap(), Some(API_TOKEN))
+        .get("/api/v1/ui/dashboard")
+        .await
+        .text();
+    let row = dash
+        .split("class=\"secondary\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no secondary zone on the status page:\n{dash}"));
+    assert!(
+        row.contains("serving") && row.contains("serial 2") && row.contains("last IXFR"),
+        "{row}"
+    );
     let m = metrics(&s).await;
     assert_eq!(
         metric(&m, "sipdns_zone_serial{zone=\"pbx.example.org.\"}"),

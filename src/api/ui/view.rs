@@ -270,7 +270,11 @@ impl Dashboard {
             });
         }
         let others = all_rows.into_iter().flatten().collect();
-        let zones = edit::list(&data.zones)
+        let summaries = match &s.secondaries {
+            Some(sec) => edit::list_with_secondaries(&data.zones, sec.status()),
+            None => edit::list(&data.zones),
+        };
+        let zones = summaries
             .into_iter()
             .map(|summary| {
                 let records = edit::get(&data.zones, &summary.zone)
@@ -343,6 +347,21 @@ impl Dashboard {
                             " — " (z.summary.records) " records, " (format!("{:?}", z.summary.mode).to_lowercase())
                             @if z.summary.read_only { ", read-only" }
                             span.muted { " " (z.summary.file.display()) }
+                        }
+                        @if let Some(st) = &z.summary.secondary {
+                            p.secondary data-zone=(bare(z.summary.zone.as_str())) {
+                                @if st.serving { span.badge.up { "serving" } } @else { span.badge.down { "not served" } }
+                                " secondary"
+                                @if let Some(c) = &st.catalog { " (catalog " (bare(c.as_str())) ")" }
+                                @if let Some(serial) = st.serial { ", serial " (serial) }
+                                @if let Some(t) = &st.last_transfer {
+                                    ", last " (format!("{:?}", t.kind).to_uppercase()) " at " (at(t.at))
+                                    " (" (t.records) " records, " (t.bytes) " bytes)"
+                                }
+                                @if let Some(n) = st.next_check { ", next check " (at(n)) }
+                                @if let Some(e) = st.expires_at { ", expires " (at(e)) }
+                                @if let Some(err) = &st.error { br; span.error { "error: " (err) } }
+                            }
                         }
                         ul.records {
                             @for r in &z.records { li { code { (r) } } }
