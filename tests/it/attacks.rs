@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::common::{
     client::{self, lines, query},
     fake_upstream::FakeUpstream,
-    http::Client,
+    http::{self, Client},
     process::{free_port, kill},
     server::{self, API_TOKEN},
     sip::{kamailio, sipp_uas, test_ca},
@@ -128,19 +128,8 @@ pub(crate) async fn spawn(dir: &Path, extra: &str, nofile: Option<(u64, u64)>) -
 
 /// The status of one `GET` (no token), or `None` if there was no complete reply in 5 s.
 pub(crate) async fn status_of(addr: SocketAddr, path: &str) -> Option<u16> {
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let head = std::str::from_utf8(raw.get(..12)?).ok()?;
-        head.split(' ').nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    http::try_status(addr, &req).await
 }
 
 /// `sipdns check -c dir/sipdns.yaml`: (success, stderr).

@@ -30,7 +30,7 @@ use tokio::{
 use crate::common::{
     client::{self, lines, query},
     fake_upstream::{Behaviour, FakeUpstream, a},
-    http::Client,
+    http::{self, Client},
     prober::{Running, start},
     process::free_port,
     rng::Rng,
@@ -842,18 +842,7 @@ async fn try_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> 
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let head = std::str::from_utf8(raw.get(..12)?).ok()?;
-        head.split(' ').nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
+    http::try_status(addr, &req).await
 }
 
 struct Sipdns {

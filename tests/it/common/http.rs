@@ -172,3 +172,21 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[size + 2..];
     }
 }
+
+/// Sends one raw request (`Connection: close`) and returns the reply's status, or `None` if
+/// the server went away or did not answer within 5 s: for tests that kill or flood the
+/// server and must not panic on a lost connection.
+pub async fn try_status(addr: SocketAddr, request: &str) -> Option<u16> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let head = std::str::from_utf8(raw.get(..12)?).ok()?;
+        head.split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
