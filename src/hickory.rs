@@ -18,6 +18,9 @@ pub enum ConvertError {
     /// A name hickory does not accept.
     #[error("invalid name {0:?}: {1}")]
     Name(String, String),
+    /// A record that is not an SOA where one is needed.
+    #[error("not an SOA record: {0}")]
+    NotSoa(String),
 }
 
 /// A plain name from a hickory name (lower-cased, fully qualified).
@@ -31,6 +34,37 @@ pub fn name_from_hickory(n: &Name) -> DomainName {
 /// A hickory name from a plain one.
 pub fn name_to_hickory(n: &DomainName) -> Result<Name, ConvertError> {
     Name::from_ascii(n.as_str()).map_err(|e| ConvertError::Name(n.to_string(), e.to_string()))
+}
+
+/// Our SOA as a hickory record (the authority section of an IXFR request, RFC 1995 §3).
+pub fn soa_to_hickory(soa: &Rec) -> Result<Record, ConvertError> {
+    let RecordData::Soa {
+        mname,
+        rname,
+        serial,
+        refresh,
+        retry,
+        expire,
+        minimum,
+    } = &soa.data
+    else {
+        return Err(ConvertError::NotSoa(soa.to_string()));
+    };
+    // SOA timers are 32-bit on the wire; hickory holds them as i32.
+    let t = |v: u32| v as i32;
+    Ok(Record::from_rdata(
+        name_to_hickory(&soa.name)?,
+        soa.ttl,
+        RData::SOA(hickory_proto::rr::rdata::SOA::new(
+            name_to_hickory(mname)?,
+            name_to_hickory(rname)?,
+            *serial,
+            t(*refresh),
+            t(*retry),
+            t(*expire),
+            *minimum,
+        )),
+    ))
 }
 
 /// A plain record from a hickory record; `None` for records sipdns never relays (non-IN

@@ -17,10 +17,7 @@ use std::{
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{
-        Name, RData, Record, RecordType, TSigVerifier, TSigner,
-        rdata::{SOA, tsig::TsigAlgorithm},
-    },
+    rr::{Name, RecordType, TSigVerifier, TSigner, rdata::tsig::TsigAlgorithm},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -373,7 +370,7 @@ pub(crate) async fn transfer(
         request(zone, rtype).map_err(|reason| TransferError::Io { primary, reason })?;
     let have_serial = match have {
         Some(soa) => {
-            req.add_authority(soa_record(soa).map_err(malformed)?);
+            req.add_authority(convert::soa_to_hickory(soa).map_err(|e| malformed(e.to_string()))?);
             serial_of(soa)
         }
         None => None,
@@ -400,39 +397,6 @@ pub(crate) async fn transfer(
         records,
         duration: started.elapsed(),
     })
-}
-
-/// Our SOA as a hickory record, for the authority section of an IXFR request
-/// (RFC 1995 §3).
-fn soa_record(soa: &Rec) -> Result<Record, String> {
-    let RecordData::Soa {
-        mname,
-        rname,
-        serial,
-        refresh,
-        retry,
-        expire,
-        minimum,
-    } = &soa.data
-    else {
-        return Err("not an SOA".into());
-    };
-    let name = |n: &DomainName| convert::name_to_hickory(n).map_err(|e| e.to_string());
-    // SOA timers are 32-bit on the wire; hickory holds them as i32.
-    let t = |v: u32| v as i32;
-    Ok(Record::from_rdata(
-        name(&soa.name)?,
-        soa.ttl,
-        RData::SOA(SOA::new(
-            name(mname)?,
-            name(rname)?,
-            *serial,
-            t(*refresh),
-            t(*retry),
-            t(*expire),
-            *minimum,
-        )),
-    ))
 }
 
 /// Where an AXFR / IXFR record stream is.
