@@ -13,7 +13,7 @@
 //! either the old or the new state, never a mix. Health is read from the prober's snapshot,
 //! also an `ArcSwap`: one atomic load per query, no lock shared with the prober.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, join_all};
@@ -173,13 +173,9 @@ impl Resolver {
                     negative => negative_answer(zone, &negative, &Answer::servfail()),
                 },
                 MergeMode::Fallback => {
-                    let up = if has_static {
-                        tokio::time::timeout(budget, self.forward(name, rtype, ask))
-                            .await
-                            .unwrap_or_else(|_| Answer::servfail())
-                    } else {
-                        self.forward(name, rtype, ask).await
-                    };
+                    let up = self
+                        .forward_within(has_static, budget, name, rtype, ask)
+                        .await;
                     if is_positive(&up, rtype) {
                         return up;
                     }
@@ -196,13 +192,9 @@ impl Resolver {
                     }
                 }
                 MergeMode::Merge => {
-                    let up = if has_static {
-                        tokio::time::timeout(budget, self.forward(name, rtype, ask))
-                            .await
-                            .unwrap_or_else(|_| Answer::servfail())
-                    } else {
-                        self.forward(name, rtype, ask).await
-                    };
+                    let up = self
+                        .forward_within(has_static, budget, name, rtype, ask)
+                        .await;
                     let failed = up.rcode == Rcode::ServFail;
                     let a = match stat {
                         ZoneAnswer::Records(r) => {
@@ -314,6 +306,26 @@ impl Resolver {
             reuse: rest.reuse,
         }
         .without_dnssec()
+    }
+
+    /// Upstream's answer; with static data at hand (`fallback`, `merge`), no longer than
+    /// `budget` (`upstream.stale_answer_after`): past it SERVFAIL, and the static data
+    /// answers while the upstream request goes on in the background.
+    async fn forward_within(
+        &self,
+        has_static: bool,
+        budget: Duration,
+        name: &DomainName,
+        rtype: RType,
+        ask: Ask,
+    ) -> Answer {
+        if has_static {
+            tokio::time::timeout(budget, self.forward(name, rtype, ask))
+                .await
+                .unwrap_or_else(|_| Answer::servfail())
+        } else {
+            self.forward(name, rtype, ask).await
+        }
     }
 
     async fn forward(&self, name: &DomainName, rtype: RType, ask: Ask) -> Answer {
