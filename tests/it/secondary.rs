@@ -603,8 +603,10 @@ async fn knot_catalog_members_appear_and_disappear() {
             assert!(!ips.contains(&"127.0.0.21".to_owned()), "{ips:?}");
             break;
         }
+        // Discovery starts over on the config change, but a discovery round already under
+        // way (its upstream lookups) finishes first: a loaded machine needs the slack.
         assert!(
-            t.elapsed() < Duration::from_secs(5),
+            t.elapsed() < Duration::from_secs(15),
             "office2 not probed: {ips:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
