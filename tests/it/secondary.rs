@@ -205,6 +205,27 @@ fn secondary_config(primary: SocketAddr, tsig_file: &Path, entry: &str, extra: &
 }
 
 /// The A addresses sipdns answers for `name` (empty for any other outcome), and the rcode.
+/// A sipdns following `ZONE` from a Knot primary (TSIG key 1) that serves it with `body`.
+/// sipdns starts first, so its first check finds no primary and is retried.
+async fn knot_and_secondary(body: String) -> (TestServer, Knot, tempfile::TempDir) {
+    let kdir = tempfile::tempdir().unwrap();
+    let kport = free_port();
+    let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
+    secret(kdir.path(), 1);
+    let s = server::start_with_api(
+        &secondary_config(
+            primary,
+            &kdir.path().join("tsig.key"),
+            &format!("zone: {ZONE}"),
+            "",
+        ),
+        &[],
+    )
+    .await;
+    let knot = Knot::start(kdir.path(), kport, &[(ZONE, body)], s.dns);
+    (s, knot, kdir)
+}
+
 async fn addresses(s: &TestServer, name: &str) -> (Vec<String>, ResponseCode) {
     let (m, _) = client::udp(s.dns, &query(name, RecordType::A, Some(1232))).await;
     let addrs = m
@@ -278,22 +299,8 @@ fn notify(zone: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knot_axfr_then_notify_ixfr_within_2s() {
-    let kdir = tempfile::tempdir().unwrap();
-    let kport = free_port();
-    let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
-    secret(kdir.path(), 1);
-    let s = server::start_with_api(
-        &secondary_config(
-            primary,
-            &kdir.path().join("tsig.key"),
-            &format!("zone: {ZONE}"),
-            "",
-        ),
-        &[],
-    )
-    .await;
     let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 60, 10, 600));
-    let mut knot = Knot::start(kdir.path(), kport, &[(ZONE, body)], s.dns);
+    let (s, mut knot, _kdir) = knot_and_secondary(body).await;
     // The first check failed (knot was not up yet): retried after 1 s, then AXFR.
     wait_answer(
         &s,
@@ -403,22 +410,8 @@ async fn knot_axfr_then_notify_ixfr_within_2s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
-    let kdir = tempfile::tempdir().unwrap();
-    let kport = free_port();
-    let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
-    secret(kdir.path(), 1);
-    let s = server::start_with_api(
-        &secondary_config(
-            primary,
-            &kdir.path().join("tsig.key"),
-            &format!("zone: {ZONE}"),
-            "",
-        ),
-        &[],
-    )
-    .await;
     let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 60, 10, 600));
-    let knot = Knot::start(kdir.path(), kport, &[(ZONE, body)], s.dns);
+    let (s, knot, _kdir) = knot_and_secondary(body).await;
     wait_answer(
         &s,
         "sip.pbx.example.org.",
@@ -458,23 +451,9 @@ async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knot_disk_copy_answers_after_restart_then_expires() {
-    let kdir = tempfile::tempdir().unwrap();
-    let kport = free_port();
-    let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
-    secret(kdir.path(), 1);
-    let mut s = server::start_with_api(
-        &secondary_config(
-            primary,
-            &kdir.path().join("tsig.key"),
-            &format!("zone: {ZONE}"),
-            "",
-        ),
-        &[],
-    )
-    .await;
     // refresh 2 s, retry 1 s, expire 8 s.
     let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 2, 1, 8));
-    let mut knot = Knot::start(kdir.path(), kport, &[(ZONE, body)], s.dns);
+    let (mut s, mut knot, _kdir) = knot_and_secondary(body).await;
     wait_answer(
         &s,
         "sip.pbx.example.org.",
