@@ -59,6 +59,8 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # The downloaded .deb files (chromium alone is over 100 MB) are not needed again.
+    apt-get clean
   else
     {
       echo "The tests need these Debian packages, which are not installed:"
@@ -72,6 +74,15 @@ if ((${#missing[@]})); then
 fi
 if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null; then
   systemctl stop "${services[@]}" >/dev/null 2>&1 || true
+fi
+
+# A clean build of every target takes about 1.5 GB (docs/performance.md, "Build footprint");
+# a nearly full disk fails the build half-way with ENOSPC, so say so before starting.
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" 2>/dev/null | awk 'NR == 2 {print $4}')
+if [ -n "${free_kb:-}" ] && [ "$free_kb" -lt 2000000 ]; then
+  echo "warning: only $((free_kb / 1024)) MB free for $target_dir; a clean build needs about 1.5 GB" >&2
 fi
 
 cargo fmt --all -- --check
