@@ -381,15 +381,25 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// `sipdns check`: [`state::check`], then what start-up would do with the admin state file
-/// (a bad one does not stop a start: it is moved aside, see
-/// [`crate::health::admin::AdminTable::load_at_start`]).
+/// `sipdns check`: [`state::check`], the TSIG secret files of the secondary zones, then
+/// what start-up would do with the admin state file (a bad one does not stop a start: it
+/// is moved aside, see [`crate::health::admin::AdminTable::load_at_start`]).
 pub fn check(path: &Path) -> anyhow::Result<String> {
     let summary = state::check(path)?;
-    // The config is valid (state::check loaded it); read again for its state_file only.
+    // The config is valid (state::check loaded it); read again for what start-up reads
+    // beside it: the TSIG secrets and the admin state file.
     let config = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| Config::from_text(path, &text).ok());
+    // An unreadable secret does not stop a start (the disk copy answers, every check of the
+    // zone fails saying why), but it is an error to fix.
+    let keys = config
+        .as_ref()
+        .map(|c| crate::zones::secondary::check_keys(&c.zones))
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        anyhow::bail!("{}", keys.join("\n"));
+    }
     let admin = config
         .and_then(|c| c.state_file)
         .map(|p| crate::health::admin::AdminTable::check(&p));

@@ -329,7 +329,7 @@ impl Metrics {
             zone_notifies: counter(
                 &r,
                 "sipdns_zone_notifies_total",
-                "NOTIFY messages received, by result: accepted (from a listed primary, for a followed zone) or refused.",
+                "NOTIFY messages received, by result: accepted (from a listed primary, for a followed zone), rejected (signed, but not with the zone's TSIG key or out of time: NOTAUTH) or refused.",
                 &["result"],
             ),
             catalog_unknown_properties: counter(

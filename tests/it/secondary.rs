@@ -150,7 +150,7 @@ impl Knot {
         let conf = format!(
             "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n\
 key:\n  - id: office-key\n    algorithm: hmac-sha256\n    secret: {secret}\n\
-remote:\n  - id: sipdns\n    address: {nip}@{nport}\n\
+remote:\n  - id: sipdns\n    address: {nip}@{nport}\n    key: office-key\n\
 acl:\n  - id: xfr\n    key: office-key\n    action: transfer\n\
 control:\n    listen: \"{d}/run/knot.sock\"\n\
 database:\n    storage: \"{d}/db\"\n\
@@ -204,7 +204,6 @@ fn secondary_config(primary: SocketAddr, tsig_file: &Path, entry: &str, extra: &
     )
 }
 
-/// The A addresses sipdns answers for `name` (empty for any other outcome), and the rcode.
 /// A sipdns following `ZONE` from a Knot primary (TSIG key 1) that serves it with `body`.
 /// sipdns starts first, so its first check finds no primary and is retried.
 async fn knot_and_secondary(body: String) -> (TestServer, Knot, tempfile::TempDir) {
@@ -226,6 +225,23 @@ async fn knot_and_secondary(body: String) -> (TestServer, Knot, tempfile::TempDi
     (s, knot, kdir)
 }
 
+/// [`knot_and_secondary`] with `sip.pbx.example.org A 192.0.2.10` and the SOA timers
+/// `(refresh, retry, expire)`, once sipdns answers it (at most 5 s).
+async fn knot_serving_sip(timers: (u32, u32, u32)) -> (TestServer, Knot, tempfile::TempDir) {
+    let (refresh, retry, expire) = timers;
+    let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, refresh, retry, expire));
+    let all = knot_and_secondary(body).await;
+    wait_answer(
+        &all.0,
+        "sip.pbx.example.org.",
+        &["192.0.2.10"],
+        Duration::from_secs(5),
+    )
+    .await;
+    all
+}
+
+/// The A addresses sipdns answers for `name` (empty for any other outcome), and the rcode.
 async fn addresses(s: &TestServer, name: &str) -> (Vec<String>, ResponseCode) {
     let (m, _) = client::udp(s.dns, &query(name, RecordType::A, Some(1232))).await;
     let addrs = m
@@ -299,16 +315,8 @@ fn notify(zone: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knot_axfr_then_notify_ixfr_within_2s() {
-    let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 60, 10, 600));
-    let (s, mut knot, _kdir) = knot_and_secondary(body).await;
     // The first check failed (knot was not up yet): retried after 1 s, then AXFR.
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.10"],
-        Duration::from_secs(5),
-    )
-    .await;
+    let (s, mut knot, _kdir) = knot_serving_sip((60, 10, 600)).await;
     let st = status_of(&s, ZONE).await;
     assert_eq!(st["serial"], 1, "{st:#}");
     assert_eq!(st["serving"], true);
@@ -366,7 +374,17 @@ async fn knot_axfr_then_notify_ixfr_within_2s() {
     );
     assert!(metric(&m, "sipdns_zone_expiry_seconds{zone=\"pbx.example.org.\"}").unwrap() > 500.0);
     assert!(metric(&m, "sipdns_zone_notifies_total{result=\"accepted\"}").unwrap() >= 1.0);
-    assert!(knot.p.log().contains("IXFR, outgoing"), "{}", knot.p.log());
+    let log = knot.p.log();
+    assert!(log.contains("IXFR, outgoing"), "{log}");
+    // Knot signs its NOTIFY with the key (its remote has one) and checks the answer's TSIG.
+    let notifies: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("notify, outgoing"))
+        .collect();
+    assert!(
+        !notifies.is_empty() && notifies.iter().all(|l| !l.contains("failed")),
+        "{log}"
+    );
 
     // The CLI shows where the zone stands.
     let o = crate::cli::sipdns_bin(&[
@@ -409,23 +427,133 @@ async fn knot_axfr_then_notify_ixfr_within_2s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
-    let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 60, 10, 600));
-    let (s, knot, _kdir) = knot_and_secondary(body).await;
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.10"],
-        Duration::from_secs(5),
+async fn a_flood_of_forged_notify_starts_at_most_one_check_per_quarter_second() {
+    // A "primary" that counts the checks (TCP connections) and drops each at once.
+    let primary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = primary.local_addr().unwrap();
+    let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = checks.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok((conn, _)) = primary.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let s = server::start_with_api(
+        &format!(
+            "zones:\n  secondary_dir: secondary\n  secondary:\n    - zone: {ZONE}\n      primaries: [\"{addr}\"]\n      retry: 1h\n"
+        ),
+        &[],
     )
     .await;
+    // The check at start fails; the next one is an hour away.
+    let t = Instant::now();
+    while checks.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "no check at start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // NOTIFY after NOTIFY from the primary's address (a stranger can forge it) for one second.
+    let before = checks.load(std::sync::atomic::Ordering::SeqCst);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let flood = Instant::now();
+    let mut sent = 0;
+    while flood.elapsed() < Duration::from_secs(1) {
+        sock.send_to(&notify("pbx.example.org."), s.dns)
+            .await
+            .unwrap();
+        sent += 1;
+        tokio::task::yield_now().await;
+    }
+    let started = checks.load(std::sync::atomic::Ordering::SeqCst) - before;
+    eprintln!("{sent} NOTIFY in {:?}: {started} checks", flood.elapsed());
+    assert!(sent > 100, "{sent}");
+    // One right away, then at most one each 250 ms (and one may be under way at the end).
+    assert!(
+        (1..=6).contains(&started),
+        "{started} checks for {sent} NOTIFY"
+    );
+    accept.abort();
+}
+
+/// `dig` (BIND's client, which checks the answer's TSIG) sends a NOTIFY for `ZONE` signed
+/// with `secret`; its output.
+fn dig_signed_notify(s: &TestServer, secret: &str) -> String {
+    let out = Command::new(require("dig", "dnsutils"))
+        .args(["-p", &s.dns.port().to_string(), &format!("@{}", s.dns.ip())])
+        .args(["+opcode=notify", "+norecurse", "+tries=1", "+time=2"])
+        .args(["-y", &format!("hmac-sha256:office-key:{secret}")])
+        .args([ZONE, "SOA"])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_notify_gets_a_signed_answer_and_a_wrong_key_notauth() {
+    let (s, knot, kdir) = knot_serving_sip((60, 10, 600)).await;
+    let before = metric(
+        &metrics(&s).await,
+        "sipdns_zone_notifies_total{result=\"accepted\"}",
+    );
+
+    // Signed with the zone's key, from the primary's address: NOERROR, signed (dig checks
+    // the MAC over its request's MAC and says nothing; a bad or missing TSIG it reports).
+    let key = std::fs::read_to_string(kdir.path().join("tsig.key")).unwrap();
+    let out = dig_signed_notify(&s, key.trim());
+    assert!(out.contains("opcode: NOTIFY, status: NOERROR"), "{out}");
+    assert!(out.contains("flags: qr aa"), "{out}");
+    assert!(out.contains("TSIG PSEUDOSECTION"), "{out}");
+    assert!(
+        !out.contains("Couldn't verify") && !out.contains("could not be validated"),
+        "{out}"
+    );
+    let m = metrics(&s).await;
+    assert_eq!(
+        metric(&m, "sipdns_zone_notifies_total{result=\"accepted\"}"),
+        Some(before.unwrap_or(0.0) + 1.0),
+        "{m}"
+    );
+
+    // Signed with another secret: NOTAUTH with an unsigned BADSIG TSIG, counted, starts no
+    // check, and the zone's status says why.
+    let other = data_encoding::BASE64.encode(&[7u8; 32]);
+    let out = dig_signed_notify(&s, &other);
+    assert!(out.contains("opcode: NOTIFY, status: NOTAUTH"), "{out}");
+    assert!(out.contains("BADSIG"), "{out}");
+    let m = metrics(&s).await;
+    assert_eq!(
+        metric(&m, "sipdns_zone_notifies_total{result=\"rejected\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let st = status_of(&s, ZONE).await;
+    assert!(
+        st["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("NOTIFY from 127.0.0.1") && e.contains("BADSIG")),
+        "{st:#}"
+    );
+    // The copy held keeps answering.
+    let (got, _) = addresses(&s, "sip.pbx.example.org.").await;
+    assert_eq!(got, ["192.0.2.10"]);
+    drop(knot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
+    let (s, knot, _kdir) = knot_serving_sip((60, 10, 600)).await;
 
     // The primary's key changes: sipdns's key is now wrong.
     let other = data_encoding::BASE64.encode(&[7u8; 32]);
     knot.write_conf(&other);
     knot.knotc(&["reload"]);
     knot.change(ZONE, &["sip 60 A 192.0.2.11"], &["sip A 192.0.2.10"]);
-    // Its NOTIFY arrives; the signed check is refused (NOTAUTH / BADSIG).
+    // Its NOTIFY, signed with the new key, is answered NOTAUTH (BADSIG) and the zone's
+    // status says so; a check sipdns makes is refused by the primary the same way.
     let t = Instant::now();
     loop {
         let st = status_of(&s, ZONE).await;
@@ -452,15 +580,7 @@ async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knot_disk_copy_answers_after_restart_then_expires() {
     // refresh 2 s, retry 1 s, expire 8 s.
-    let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 2, 1, 8));
-    let (mut s, mut knot, _kdir) = knot_and_secondary(body).await;
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.10"],
-        Duration::from_secs(5),
-    )
-    .await;
+    let (mut s, mut knot, _kdir) = knot_serving_sip((2, 1, 8)).await;
 
     // WAN outage: the primary is gone, and sipdns restarts.
     knot.p.stop();
@@ -796,6 +916,56 @@ zone \"pbx.example.org\" {{ type primary; file \"{d}/pbx.example.org.zone\"; all
         named.log()
     );
     named.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_tsig_secret_keeps_the_disk_copy_answering_until_it_is_fixed() {
+    let (mut s, knot, kdir) = knot_serving_sip((60, 10, 600)).await;
+    let key_file = kdir.path().join("tsig.key");
+    let secret = std::fs::read_to_string(&key_file).unwrap();
+
+    // The secret file is broken and sipdns restarts: it starts, and its disk copy answers.
+    std::fs::write(&key_file, "not base64 at all!\n").unwrap();
+    let o = crate::cli::sipdns_bin(&[
+        "check".into(),
+        "-c".into(),
+        s.config_path.display().to_string(),
+    ])
+    .await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "sipdns check passed a broken secret");
+    assert!(
+        err.contains("zones.secondary[0].tsig") && err.contains("tsig.key"),
+        "{err}"
+    );
+    s.restart().await;
+    let (got, _) = addresses(&s, "sip.pbx.example.org.").await;
+    assert_eq!(got, ["192.0.2.10"], "the disk copy answers at once");
+    let t = Instant::now();
+    loop {
+        let st = status_of(&s, ZONE).await;
+        if st["error"].as_str().is_some_and(|e| e.contains("TSIG key")) {
+            assert_eq!(st["serving"], true, "{st:#}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A change at the primary meanwhile; the file is fixed: the next retry reads the key
+    // and transfers the change.
+    knot.change(ZONE, &["sip 60 A 192.0.2.11"], &["sip A 192.0.2.10"]);
+    std::fs::write(&key_file, &secret).unwrap();
+    wait_answer(
+        &s,
+        "sip.pbx.example.org.",
+        &["192.0.2.11"],
+        Duration::from_secs(5),
+    )
+    .await;
+    let st = status_of(&s, ZONE).await;
+    assert_eq!(st["serial"], 2, "{st:#}");
+    assert!(st["error"].is_null(), "{st:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use super::{
     CHECK_TIMEOUT, CheckError, Checked, DEFAULT_RETRY, LastTransfer, MIN_DELAY, Role, Secondaries,
     Settings, State, TRANSFER_TIMEOUT, disk, timers,
     transfer::{self, Body, Diff, newer, serial_of},
+    tsig::Key,
     unix,
 };
 use crate::{
@@ -21,6 +22,10 @@ use crate::{
     shutdown::CancellationToken,
     zones::{Zone, ZoneError, ZoneFormat, load::zone_from_records},
 };
+
+/// Least time between the starts of two checks of one zone when the second is started by
+/// a NOTIFY.
+const NOTIFY_GAP: Duration = Duration::from_millis(250);
 
 impl Secondaries {
     pub(super) fn spawn(self: &Arc<Self>, origin: &DomainName) {
@@ -47,6 +52,7 @@ impl Secondaries {
         stop: CancellationToken,
     ) {
         loop {
+            let started = tokio::time::Instant::now();
             let delay = self.check(&origin).await;
             let next = SystemTime::now() + delay;
             self.with_entry(&origin, |e| e.status.next_check = Some(unix(next)));
@@ -55,6 +61,12 @@ impl Secondaries {
                 () = tokio::time::sleep(delay) => {}
                 () = wake.notified() => {
                     tracing::debug!(zone = %origin, "NOTIFY: checking the serial now");
+                    // An unsigned NOTIFY is taken on its source address, which a stranger
+                    // can forge: a flood of them starts at most one check per gap.
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep_until(started + NOTIFY_GAP) => {}
+                    }
                 }
             }
         }
@@ -66,12 +78,25 @@ impl Secondaries {
         let Ok(_permit) = self.checks.acquire().await else {
             return DEFAULT_RETRY;
         };
-        let Some((settings, held)) = self.with_entry(origin, |e| {
+        let Some((mut settings, held)) = self.with_entry(origin, |e| {
             e.status.last_check = Some(unix(SystemTime::now()));
             (e.settings.clone(), e.held.clone())
         }) else {
             return DEFAULT_RETRY;
         };
+        if let (Some(tsig), None) = (&settings.tsig, &settings.key) {
+            // The secret file could not be read so far: no check goes out unsigned.
+            match Key::load(tsig) {
+                Ok(key) => {
+                    tracing::info!(zone = %origin, "TSIG key read");
+                    let mut with_key = (*settings).clone();
+                    with_key.key = Some(key);
+                    settings = Arc::new(with_key);
+                    self.with_entry(origin, |e| e.settings = settings.clone());
+                }
+                Err(e) => return self.failed(&settings, format!("TSIG key: {e}")).await,
+            }
+        }
         let mut last_err = None;
         for &primary in &settings.primaries {
             match self.check_primary(&settings, held.as_ref(), primary).await {

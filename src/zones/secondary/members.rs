@@ -85,6 +85,7 @@ impl Secondaries {
                 origin: m.zone.clone(),
                 role: Role::Member,
                 primaries: base.primaries.clone(),
+                tsig: base.tsig.clone(),
                 key: base.key.clone(),
                 mode,
                 refresh: base.refresh,

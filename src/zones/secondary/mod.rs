@@ -29,6 +29,7 @@ mod notify;
 mod overlay;
 mod status;
 mod transfer;
+mod tsig;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -42,15 +43,16 @@ use tokio::sync::Notify;
 
 use super::Zone;
 use crate::{
-    config::{CatalogGroupConfig, MergeMode, SecondaryConfig, ZonesConfig},
+    config::{CatalogGroupConfig, MergeMode, SecondaryConfig, TsigConfig, ZonesConfig},
     metrics::Metrics,
     record::{DomainName, Rec, RecordData},
     shutdown::CancellationToken,
 };
 
 use status::new_status;
-use transfer::{Key, serial_of};
+use transfer::serial_of;
 pub use transfer::{Kind as TransferKind, TransferError};
+use tsig::Key;
 
 /// A serial check must finish within this.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,6 +145,9 @@ struct Settings {
     origin: DomainName,
     role: Role,
     primaries: Vec<SocketAddr>,
+    /// The configured key; with `key` `None` its secret file could not be read (every
+    /// check reads it again, and fails until it can).
+    tsig: Option<TsigConfig>,
     key: Option<Key>,
     mode: MergeMode,
     refresh: Option<Duration>,
@@ -374,6 +379,20 @@ impl Secondaries {
     }
 }
 
+/// `sipdns check`: the TSIG secret files of `config.secondary` that cannot be read, each
+/// as `zones.secondary[i].tsig: why`.
+pub fn check_keys(config: &ZonesConfig) -> Vec<String> {
+    config
+        .secondary
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let e = Key::load(c.tsig.as_ref()?).err()?;
+            Some(format!("zones.secondary[{i}].tsig: {e}"))
+        })
+        .collect()
+}
+
 /// The settings of one `zones.secondary` entry.
 fn settings_of(c: &SecondaryConfig) -> Result<Settings, String> {
     let (origin, role) = match (&c.zone, &c.catalog) {
@@ -381,11 +400,18 @@ fn settings_of(c: &SecondaryConfig) -> Result<Settings, String> {
         (None, Some(z)) => (z.clone(), Role::Catalog),
         _ => return Err("give either `zone` or `catalog`".into()),
     };
-    let key = c.tsig.as_ref().map(Key::load).transpose()?;
+    // An unreadable secret does not stop the start: the disk copy answers, and every check
+    // reads the file again (and fails, saying why, until it can).
+    let key = c.tsig.as_ref().and_then(|t| {
+        Key::load(t)
+            .inspect_err(|e| tracing::error!(zone = %origin, error = %e, "TSIG key"))
+            .ok()
+    });
     Ok(Settings {
         origin,
         role,
         primaries: c.primaries.clone(),
+        tsig: c.tsig.clone(),
         key,
         mode: c.mode,
         refresh: c.refresh,

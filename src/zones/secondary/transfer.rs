@@ -12,12 +12,12 @@
 
 use std::{
     net::SocketAddr,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{Name, RecordType, TSigVerifier, TSigner, rdata::tsig::TsigAlgorithm},
+    rr::{Name, RecordType, TSigVerifier},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -25,15 +25,14 @@ use tokio::{
 };
 
 use crate::{
-    config::{TsigAlgorithmName, TsigConfig},
     hickory as convert,
     record::{DomainName, Rec, RecordData},
 };
 
+use super::tsig::{Key, unix_now};
+
 /// Largest transfer accepted, in records (a hostile primary cannot exhaust memory).
 const MAX_RECORDS: usize = 5_000_000;
-/// Clock skew a signed message may have (RFC 8945 §10 recommends 300 s).
-const FUDGE: u16 = 300;
 
 /// Why a check or transfer failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,74 +81,6 @@ impl TransferError {
             Self::Rcode { rcode, .. } if rcode == "NOTAUTH" => "rejected",
             _ => "failed",
         }
-    }
-}
-
-/// A TSIG key ready to sign.
-#[derive(Clone)]
-pub(crate) struct Key(TSigner);
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Key({})", self.0.signer_name())
-    }
-}
-
-impl Key {
-    /// Reads the secret file of `cfg`: a bare base64 line, or a BIND (`secret "…";`) or
-    /// Knot (`secret: …`) key file.
-    pub(crate) fn load(cfg: &TsigConfig) -> Result<Self, String> {
-        let text = std::fs::read_to_string(&cfg.secret_file).map_err(|e| {
-            format!(
-                "cannot read the TSIG secret {}: {e}",
-                cfg.secret_file.display()
-            )
-        })?;
-        let secret = secret_of(&text)
-            .ok_or_else(|| format!("{}: no base64 TSIG secret found", cfg.secret_file.display()))?;
-        let bytes = data_encoding::BASE64
-            .decode(secret.as_bytes())
-            .map_err(|e| {
-                format!(
-                    "{}: the TSIG secret is not base64: {e}",
-                    cfg.secret_file.display()
-                )
-            })?;
-        let algorithm = match cfg.algorithm {
-            TsigAlgorithmName::HmacSha256 => TsigAlgorithm::HmacSha256,
-            TsigAlgorithmName::HmacSha384 => TsigAlgorithm::HmacSha384,
-            TsigAlgorithmName::HmacSha512 => TsigAlgorithm::HmacSha512,
-        };
-        let name = convert::name_to_hickory(&cfg.name).map_err(|e| e.to_string())?;
-        TSigner::new(bytes, algorithm, name, FUDGE)
-            .map(Self)
-            .map_err(|e| format!("TSIG key {}: {e}", cfg.name))
-    }
-}
-
-/// The base64 secret in a key file's text.
-fn secret_of(text: &str) -> Option<String> {
-    for line in text.lines() {
-        let l = line.trim();
-        if let Some(rest) = l.strip_prefix("secret") {
-            let v = rest
-                .trim_start_matches([':', ' ', '\t'])
-                .trim_end_matches(';')
-                .trim()
-                .trim_matches('"');
-            if !v.is_empty() {
-                return Some(v.to_owned());
-            }
-        }
-    }
-    let bare: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
-        .collect();
-    match bare.as_slice() {
-        [one] if !one.contains(' ') => Some((*one).to_owned()),
-        _ => None,
     }
 }
 
@@ -241,7 +172,7 @@ impl Exchange {
         let id = request.metadata.id;
         let verifier = match key {
             Some(k) => request
-                .finalize(&k.0, unix_now())
+                .finalize(k.signer(), unix_now())
                 .map_err(|e| io(format!("signing the request: {e}")))?,
             None => None,
         };
@@ -557,12 +488,6 @@ impl Stream {
             _ => Err("the transfer ended before its closing SOA".into()),
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

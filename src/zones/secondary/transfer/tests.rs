@@ -107,17 +107,3 @@ fn serial_arithmetic() {
     assert!(newer(0, u32::MAX));
     assert!(!newer(5, 5));
 }
-
-#[test]
-fn secrets_from_key_files() {
-    assert_eq!(secret_of("c2VjcmV0\n").as_deref(), Some("c2VjcmV0"));
-    assert_eq!(
-        secret_of("key \"k\" {\n algorithm hmac-sha256;\n secret \"c2VjcmV0\";\n};\n").as_deref(),
-        Some("c2VjcmV0")
-    );
-    assert_eq!(
-        secret_of("key:\n  - id: k\n    algorithm: hmac-sha256\n    secret: c2VjcmV0\n").as_deref(),
-        Some("c2VjcmV0")
-    );
-    assert_eq!(secret_of("two words\n"), None);
-}
