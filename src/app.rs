@@ -192,24 +192,25 @@ impl Server {
             reloader.on_result(Box::new(move |r| events.reload(r)));
         }
         tasks.spawn(reloader.clone().watch(WATCH_EVERY, shutdown.clone()));
-        if !secondaries.is_empty() {
-            // [secondary zones] laid over every reload; a transfer swaps the state like one;
-            // NOTIFY answered on the DNS listeners.
-            let overlay = secondaries.clone();
-            reloader.set_overlay(Arc::new(move |c: &Config, z: &ZoneStore| {
-                (overlay.overlay_config(c), overlay.overlay(z))
-            }));
-            let weak = Arc::downgrade(&reloader);
-            secondaries.start(
-                Arc::new(move || {
-                    if let Some(r) = weak.upgrade() {
-                        r.apply_overlay();
-                    }
-                }),
-                shutdown.clone(),
-            );
-            handler.set_notify(secondaries.clone());
-        }
+        // [secondary zones] laid over every reload; a transfer swaps the state like one;
+        // a reload's `zones.secondary` is followed; NOTIFY answered on the DNS listeners
+        // (while some zone is followed). Set up with none too: a reload may add some.
+        let overlay = secondaries.clone();
+        reloader.set_overlay(Arc::new(move |c: &Config, z: &ZoneStore| {
+            (overlay.overlay_config(c), overlay.overlay(z))
+        }));
+        let following = secondaries.clone();
+        reloader.before_overlay(Arc::new(move |c: &Config| following.reconfigure(&c.zones)));
+        let weak = Arc::downgrade(&reloader);
+        secondaries.start(
+            Arc::new(move || {
+                if let Some(r) = weak.upgrade() {
+                    r.apply_overlay();
+                }
+            }),
+            shutdown.clone(),
+        );
+        handler.set_notify(secondaries.clone());
         let mut api_addr = None;
         if let Some(addr) = api_config.listen {
             let listener = TcpListener::bind(addr)

@@ -74,6 +74,10 @@ pub struct ReloadStatus {
 pub type ZoneOverlay =
     Arc<dyn Fn(&Config, &ZoneStore) -> (Option<Config>, ZoneStore) + Send + Sync>;
 
+/// Told of every config a reload is about to install, validated, before the overlay is
+/// laid over it (the secondary zones follow `zones.secondary`).
+pub type ConfigHook = Arc<dyn Fn(&Config) + Send + Sync>;
+
 /// Told of every reload attempt's result (the webhooks).
 pub type ResultHook = Box<dyn Fn(Result<(), &str>) + Send + Sync>;
 
@@ -97,6 +101,8 @@ pub struct Reloader {
     config_text: Mutex<Option<String>>,
     /// Secondary zones laid over every reloaded state.
     overlay: Mutex<Option<ZoneOverlay>>,
+    /// Told of every reloaded config before the overlay ([`Self::before_overlay`]).
+    config_hook: Mutex<Option<ConfigHook>>,
 }
 
 impl Reloader {
@@ -117,6 +123,7 @@ impl Reloader {
             results: Mutex::new(Vec::new()),
             config_text: Mutex::new(None),
             overlay: Mutex::new(None),
+            config_hook: Mutex::new(None),
         }
     }
 
@@ -155,6 +162,14 @@ impl Reloader {
     pub fn set_overlay(&self, overlay: ZoneOverlay) {
         if let Ok(mut o) = self.overlay.lock() {
             *o = Some(overlay);
+        }
+    }
+
+    /// Calls `hook` with every reloaded config, validated, before the overlay is laid over
+    /// it (under the reload lock, on the blocking pool).
+    pub fn before_overlay(&self, hook: ConfigHook) {
+        if let Ok(mut h) = self.config_hook.lock() {
+            *h = Some(hook);
         }
     }
 
@@ -252,6 +267,9 @@ impl Reloader {
             state::load_text_reusing(&self.config_path, &text, previous, Some(&current.zones))?;
         // Checked here, applied by the forwarder's follower once the state is in force.
         upstream::check_config(&config.upstream)?;
+        if let Some(hook) = self.config_hook.lock().ok().and_then(|h| h.clone()) {
+            hook(&config);
+        }
         let (config, zones) = self.overlaid(config, zones);
         let data = Data {
             config: Arc::new(config),

@@ -66,8 +66,8 @@ pub struct Handler {
     /// `dns_duration` by transport, resolved once: the fast path hashes no label strings.
     duration: [Histogram; 2],
     limiter: RateLimiter,
-    /// Secondary zones: answers NOTIFY (set only when some are configured; otherwise
-    /// NOTIFY gets NOTIMP like any other opcode).
+    /// Secondary zones: answer NOTIFY while some zone is followed (otherwise NOTIFY gets
+    /// NOTIMP like any other opcode).
     notify: std::sync::OnceLock<Arc<crate::zones::secondary::Secondaries>>,
 }
 
@@ -266,6 +266,7 @@ impl Handler {
             && bytes.len() >= header::LEN
             && header::flags(bytes) & (header::QR | header::OPCODE_MASK)
                 == u16::from(header::OPCODE_NOTIFY) << header::OPCODE_SHIFT
+            && !secondaries.is_empty()
         {
             return match secondaries.notify(bytes, src) {
                 Some(resp) => {

@@ -255,6 +255,11 @@ async fn addresses(s: &TestServer, name: &str) -> (Vec<String>, ResponseCode) {
     (addrs, m.metadata.response_code)
 }
 
+/// [`wait_answer`] for `sip.pbx.example.org` and one address.
+async fn wait_sip(s: &TestServer, want: &str, bound: Duration) -> Duration {
+    wait_answer(s, "sip.pbx.example.org.", &[want], bound).await
+}
+
 /// Polls (every 20 ms, at most `bound`) until `name` answers exactly `want`; returns how
 /// long it took.
 async fn wait_answer(s: &TestServer, name: &str, want: &[&str], bound: Duration) -> Duration {
@@ -331,13 +336,7 @@ async fn knot_axfr_then_notify_ixfr_within_2s() {
     // A change at the primary: NOTIFY, then IXFR, answered within 2 s.
     let t = Instant::now();
     knot.change(ZONE, &["sip 60 A 192.0.2.11"], &["sip A 192.0.2.10"]);
-    let took = wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.11"],
-        Duration::from_secs(2),
-    )
-    .await;
+    let took = wait_sip(&s, "192.0.2.11", Duration::from_secs(2)).await;
     eprintln!(
         "change at the primary answered after {:?} (poll {took:?})",
         t.elapsed()
@@ -545,7 +544,7 @@ async fn signed_notify_gets_a_signed_answer_and_a_wrong_key_notauth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
-    let (s, knot, _kdir) = knot_serving_sip((60, 10, 600)).await;
+    let (s, knot, kdir) = knot_serving_sip((60, 10, 600)).await;
 
     // The primary's key changes: sipdns's key is now wrong.
     let other = data_encoding::BASE64.encode(&[7u8; 32]);
@@ -575,6 +574,13 @@ async fn knot_wrong_tsig_key_is_refused_and_the_old_copy_answers() {
     let st = status_of(&s, ZONE).await;
     assert_eq!(st["serial"], 1);
     assert_eq!(st["serving"], true);
+
+    // The office gets the new key: its file rewritten, a reload reads it, and the change
+    // made meanwhile is transferred.
+    std::fs::write(kdir.path().join("tsig.key"), format!("{other}\n")).unwrap();
+    reload(&s).await;
+    wait_sip(&s, "192.0.2.11", Duration::from_secs(5)).await;
+    assert!(status_of(&s, ZONE).await["error"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,6 +748,30 @@ async fn knot_catalog_members_appear_and_disappear() {
             .join("secondary/office1.example.org.zone")
             .exists()
     );
+
+    // A reload changes the group's template: the members are followed again with it (from
+    // their copies, answering throughout).
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let merged = text.replace("mode: fallback", "mode: merge");
+    assert_ne!(merged, text);
+    std::fs::write(&s.config_path, &merged).unwrap();
+    reload(&s).await;
+    let (got, _) = addresses(&s, "sip.office2.example.org.").await;
+    assert_eq!(got, ["127.0.0.22"]);
+    assert_eq!(status_of(&s, "office2.example.org").await["mode"], "merge");
+
+    // A reload without the catalog: its members stop answering, their copies go.
+    let (head, rest) = merged.split_once("  secondary:\n").unwrap();
+    let (_, tail) = rest.split_once("      retry: 1s\n").unwrap();
+    let without = format!("{head}{tail}");
+    assert!(!without.contains("catalog.example.net") && without.contains("upstream:"));
+    reload_without(
+        &s,
+        &without,
+        "sip.office2.example.org.",
+        &["catalog.example.net", "office2.example.org"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,13 +891,7 @@ zone \"pbx.example.org\" {{ type primary; file \"{d}/pbx.example.org.zone\"; all
     let mut cmd = Command::new(require("named", "bind9"));
     cmd.args(["-g", "-c"]).arg(&conf_path).args(["-n", "1"]);
     let mut named = Primary::spawn("named", cmd, bdir.path(), bport);
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.10"],
-        Duration::from_secs(6),
-    )
-    .await;
+    wait_sip(&s, "192.0.2.10", Duration::from_secs(6)).await;
     assert_eq!(status_of(&s, ZONE).await["last_transfer"]["kind"], "axfr");
 
     let script = format!(
@@ -896,13 +920,7 @@ zone \"pbx.example.org\" {{ type primary; file \"{d}/pbx.example.org.zone\"; all
         "nsupdate: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.11"],
-        Duration::from_secs(2),
-    )
-    .await;
+    wait_sip(&s, "192.0.2.11", Duration::from_secs(2)).await;
     eprintln!(
         "nsupdate at BIND answered by sipdns after {:?}",
         t.elapsed()
@@ -956,16 +974,83 @@ async fn an_unreadable_tsig_secret_keeps_the_disk_copy_answering_until_it_is_fix
     // and transfers the change.
     knot.change(ZONE, &["sip 60 A 192.0.2.11"], &["sip A 192.0.2.10"]);
     std::fs::write(&key_file, &secret).unwrap();
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.11"],
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_sip(&s, "192.0.2.11", Duration::from_secs(5)).await;
     let st = status_of(&s, ZONE).await;
     assert_eq!(st["serial"], 2, "{st:#}");
     assert!(st["error"].is_null(), "{st:#}");
+}
+
+/// `POST /api/v1/reload`, as `sipdns reload` does; the reload must succeed.
+async fn reload(s: &TestServer) {
+    let r = http::Client::new(s.api.unwrap(), Some(API_TOKEN))
+        .send("POST", "/api/v1/reload", &[], None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Writes `config` (without some secondary zones) and reloads; then `name` is not
+/// answered, none of `zones` is followed, and their copies are deleted.
+async fn reload_without(s: &TestServer, config: &str, name: &str, zones: &[&str]) {
+    std::fs::write(&s.config_path, config).unwrap();
+    reload(s).await;
+    let (got, _) = addresses(s, name).await;
+    assert!(got.is_empty(), "{name}: {got:?}");
+    let all = zones_status(s).await;
+    for zone in zones {
+        assert!(
+            all.as_array()
+                .unwrap()
+                .iter()
+                .all(|z| z["zone"] != format!("{zone}.") || z["secondary"].is_null()),
+            "{zone}: {all:#}"
+        );
+        let copy = s.dir.path().join(format!("secondary/{zone}.zone"));
+        assert!(!copy.exists(), "the copy of {zone} is still there");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_changes_and_removes_secondary_zones() {
+    // sipdns starts following nothing; Knot serves the zone and notifies sipdns.
+    let s = server::start_with_api("", &[]).await;
+    let kdir = tempfile::tempdir().unwrap();
+    let kport = free_port();
+    secret(kdir.path(), 1);
+    let body = format!("{}sip 60 IN A 192.0.2.10\n", soa(1, 60, 10, 600));
+    let knot = Knot::start(kdir.path(), kport, &[(ZONE, body)], s.dns);
+    let (got, _) = addresses(&s, "sip.pbx.example.org.").await;
+    assert!(got.is_empty(), "{got:?}");
+    let base = std::fs::read_to_string(&s.config_path).unwrap();
+    let primary = SocketAddr::from((Ipv4Addr::LOCALHOST, kport));
+    let entry = |extra: &str| {
+        let key = kdir.path().join("tsig.key");
+        format!(
+            "{base}{}",
+            secondary_config(primary, &key, &format!("zone: {ZONE}\n{extra}"), "")
+        )
+    };
+
+    // Added by a reload: transferred and answered, and NOTIFY reaches it.
+    std::fs::write(&s.config_path, entry("")).unwrap();
+    reload(&s).await;
+    wait_sip(&s, "192.0.2.10", Duration::from_secs(5)).await;
+    knot.change(ZONE, &["sip 60 A 192.0.2.11"], &["sip A 192.0.2.10"]);
+    wait_sip(&s, "192.0.2.11", Duration::from_secs(2)).await;
+    let copy = s.dir.path().join("secondary/pbx.example.org.zone");
+    assert!(copy.exists());
+
+    // Changed by a reload (another mode): followed again from its disk copy, answering
+    // throughout.
+    std::fs::write(&s.config_path, entry("      mode: fallback\n")).unwrap();
+    reload(&s).await;
+    let (got, _) = addresses(&s, "sip.pbx.example.org.").await;
+    assert_eq!(got, ["192.0.2.11"], "the copy answers across the change");
+    let st = status_of(&s, ZONE).await;
+    assert_eq!(st["mode"], "fallback", "{st:#}");
+    assert_eq!(st["serial"], 2, "{st:#}");
+
+    // Removed by a reload: no longer answered or listed, its copy deleted.
+    reload_without(&s, &base, "sip.pbx.example.org.", &[ZONE]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -999,13 +1084,7 @@ async fn knot_corrupt_disk_copy_is_set_aside_and_transferred_again() {
         &format!("secondary_dir: {}", sdir.path().display()),
     );
     let s = server::start_with_api(&config, &[]).await;
-    wait_answer(
-        &s,
-        "sip.pbx.example.org.",
-        &["192.0.2.10"],
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_sip(&s, "192.0.2.10", Duration::from_secs(5)).await;
     let names: Vec<String> = std::fs::read_dir(sdir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

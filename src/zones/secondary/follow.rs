@@ -36,9 +36,16 @@ impl Secondaries {
         let this = self.clone();
         let origin = origin.clone();
         let global = self.shutdown.get().cloned().unwrap_or_default();
-        tokio::spawn(async move {
+        let Some(rt) = self.runtime.get() else {
+            return;
+        };
+        // Stopped (the zone left its catalog or the config): the task ends at once, even
+        // in the middle of a check, so it cannot touch a later entry of the same name.
+        let stopped = stop.clone();
+        rt.spawn(async move {
             tokio::select! {
                 () = global.cancelled() => {}
+                () = stopped.cancelled() => {}
                 () = this.run(origin, wake, stop) => {}
             }
         });

@@ -34,7 +34,7 @@ impl Secondaries {
         origin: &DomainName,
         zone: &Zone,
     ) -> (Vec<DomainName>, Vec<DomainName>) {
-        let groups = &self.groups;
+        let groups = self.groups.lock().map(|g| g.clone()).unwrap_or_default();
         let cat = match catalog::read(zone, &|g| groups.contains_key(g)) {
             Ok(c) => c,
             Err(e) => {
@@ -79,7 +79,7 @@ impl Secondaries {
         }
         let mut added = Vec::new();
         for m in cat.members.values() {
-            let template = m.group.as_ref().and_then(|g| self.groups.get(g));
+            let template = m.group.as_ref().and_then(|g| groups.get(g));
             let mode = template.map_or(base.mode, |g| g.mode);
             let settings = Settings {
                 origin: m.zone.clone(),

@@ -27,6 +27,7 @@ mod follow;
 mod members;
 mod notify;
 mod overlay;
+mod reconfigure;
 mod status;
 mod transfer;
 mod tsig;
@@ -179,11 +180,17 @@ struct State {
 /// Every secondary zone, and the tasks that follow them.
 pub struct Secondaries {
     dir: PathBuf,
-    groups: BTreeMap<String, CatalogGroupConfig>,
+    /// `zones.catalog_groups` in force.
+    groups: Mutex<BTreeMap<String, CatalogGroupConfig>>,
+    /// `zones.secondary` in force (a reload compares it with the new one).
+    configured: Mutex<Vec<SecondaryConfig>>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     publish: OnceLock<Publish>,
     shutdown: OnceLock<CancellationToken>,
+    /// The runtime the zones' tasks run on (a reload that adds a zone runs on the blocking
+    /// pool).
+    runtime: OnceLock<tokio::runtime::Handle>,
     checks: tokio::sync::Semaphore,
     /// The SIP domains [`Self::overlay_config`] added last (names no `sip.domains` entry
     /// had): taken out again before the next overlay, so a member removed loses its own.
@@ -249,11 +256,13 @@ impl Secondaries {
     pub fn open(config: &ZonesConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
         let this = Self {
             dir: config.secondary_dir.clone(),
-            groups: config.catalog_groups.clone(),
+            groups: Mutex::new(config.catalog_groups.clone()),
+            configured: Mutex::new(config.secondary.clone()),
             metrics,
             state: Mutex::new(State::default()),
             publish: OnceLock::new(),
             shutdown: OnceLock::new(),
+            runtime: OnceLock::new(),
             checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
             added_domains: Mutex::new(HashSet::new()),
         };
@@ -289,6 +298,9 @@ impl Secondaries {
     pub fn start(self: &Arc<Self>, publish: Publish, shutdown: CancellationToken) {
         let _ = self.publish.set(publish);
         let _ = self.shutdown.set(shutdown);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let _ = self.runtime.set(rt);
+        }
         let origins: Vec<DomainName> = match self.state.lock() {
             Ok(s) => s.entries.keys().cloned().collect(),
             Err(_) => return,

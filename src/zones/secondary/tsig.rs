@@ -62,6 +62,13 @@ impl Key {
             .map_err(|e| format!("TSIG key {}: {e}", cfg.name))
     }
 
+    /// True when `other` is the same key: name, algorithm and secret.
+    pub(super) fn same_secret(&self, other: &Self) -> bool {
+        self.0.signer_name() == other.0.signer_name()
+            && self.0.algorithm() == other.0.algorithm()
+            && self.0.key() == other.0.key()
+    }
+
     /// The hickory signer, for signing a request.
     pub(super) fn signer(&self) -> &TSigner {
         &self.0
