@@ -444,3 +444,27 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every series sipdns registers has its row in docs/metrics.md.
+    #[test]
+    fn every_series_is_documented() {
+        let source = include_str!("metrics.rs");
+        let doc = include_str!("../docs/metrics.md");
+        let series: Vec<&str> = source
+            .split('"')
+            .filter(|s| {
+                s.len() > "sipdns_".len()
+                    && s.starts_with("sipdns_")
+                    && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .collect();
+        assert!(series.len() > 30, "{series:?}");
+        let missing: Vec<&&str> = series
+            .iter()
+            .filter(|s| !doc.contains(&format!("| `{s}` |")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
+    }
+}
