@@ -218,7 +218,8 @@ impl ProberHandle {
     }
 }
 
-/// Rediscovers targets whenever the records' TTLs expire or the config changes.
+/// Rediscovers targets whenever the records' TTLs expire or the config changes (also
+/// during a round: it starts over).
 async fn discovery_task(
     mut config: watch::Receiver<Arc<SipConfig>>,
     lookup: Arc<dyn Lookup>,
@@ -227,8 +228,17 @@ async fn discovery_task(
 ) {
     loop {
         let cfg = config.borrow_and_update().clone();
+        // A config change during a round (a reload, a catalog member made a SIP domain)
+        // starts over at once with the new config: the round under way may be waiting on
+        // upstream lookups of the old one.
         let mut found = tokio::select! {
             () = shutdown.cancelled() => return,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
             d = discover::discover(&cfg, &*lookup) => d,
         };
         for d in &mut found.domains {

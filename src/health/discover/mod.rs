@@ -40,6 +40,10 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 /// One lookup may take at most this long.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Domains discovered at once (a thousand catalog members do not all ask upstream at the
+/// same moment).
+const CONCURRENT_DOMAINS: usize = 16;
+
 // Bounds on what one domain can make the prober do (every loop is bounded).
 const MAX_NAPTR: usize = 16;
 const MAX_SRV: usize = 32;
@@ -320,33 +324,52 @@ pub fn is_documentation(ip: IpAddr) -> bool {
 
 /// Discovers the targets of every SIP domain in `cfg`.
 pub async fn discover(cfg: &SipConfig, lookup: &dyn Lookup) -> Discovery {
+    use futures::StreamExt;
+    // Several domains at once, their results in config order: a domain whose lookups time
+    // out does not hold up the others.
+    // (Collected first: a stream over the `map` closure is not `Send` for every lifetime.)
+    let each: Vec<_> = cfg
+        .domains
+        .iter()
+        .map(|d| discover_one(lookup, d))
+        .collect();
+    let per_domain: Vec<(DomainTargets, Duration)> = futures::stream::iter(each)
+        .buffered(CONCURRENT_DOMAINS)
+        .collect()
+        .await;
+    let refresh = per_domain
+        .iter()
+        .map(|(_, r)| *r)
+        .min()
+        .unwrap_or(MAX_REFRESH);
+    Discovery {
+        domains: per_domain.into_iter().map(|(d, _)| d).collect(),
+        refresh_in: refresh.clamp(MIN_REFRESH, MAX_REFRESH),
+    }
+}
+
+/// One domain's targets (discovered, then those of the config), and when to look again.
+async fn discover_one(lookup: &dyn Lookup, d: &SipDomainConfig) -> (DomainTargets, Duration) {
     let mut pass = Pass {
         lookup,
         refresh: MAX_REFRESH,
         complete: true,
     };
-    let mut domains = Vec::with_capacity(cfg.domains.len());
-    for d in &cfg.domains {
-        pass.complete = true;
-        let mut found = discover_domain(&mut pass, d).await;
-        // A set, not `Vec::contains`: a domain may list thousands of targets, and this runs
-        // on every rediscovery.
-        let mut seen: HashSet<Found> = found.iter().cloned().collect();
-        for f in config_targets(d) {
-            if seen.insert(f.clone()) {
-                found.push(f);
-            }
+    let mut found = discover_domain(&mut pass, d).await;
+    // A set, not `Vec::contains`: a domain may list thousands of targets, and this runs on
+    // every rediscovery.
+    let mut seen: HashSet<Found> = found.iter().cloned().collect();
+    for f in config_targets(d) {
+        if seen.insert(f.clone()) {
+            found.push(f);
         }
-        domains.push(DomainTargets {
-            domain: d.name.clone(),
-            found,
-            complete: pass.complete,
-        });
     }
-    Discovery {
-        domains,
-        refresh_in: pass.refresh.clamp(MIN_REFRESH, MAX_REFRESH),
-    }
+    let targets = DomainTargets {
+        domain: d.name.clone(),
+        found,
+        complete: pass.complete,
+    };
+    (targets, pass.refresh)
 }
 
 /// What the prober knows of one target from discovery, merged over every domain and name

@@ -362,3 +362,68 @@ fn merge_keeps_an_incomplete_domains_targets() {
     );
     assert!(fourth.targets.is_empty() && fourth.last_found.is_empty());
 }
+
+/// Answers `fast` from a map at once; every lookup of any other name hangs (until the
+/// discovery's own timeout).
+struct HangingLookup {
+    fast: MapLookup,
+    fast_domain: DomainName,
+}
+
+impl Lookup for HangingLookup {
+    fn lookup<'a>(&'a self, name: &'a DomainName, rtype: RType) -> BoxFuture<'a, Answer> {
+        if name.is_in(&self.fast_domain) {
+            self.fast.lookup(name, rtype)
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn domains_are_discovered_side_by_side_and_reported_in_config_order() {
+    let fast = MapLookup::default();
+    fast.add(srv(
+        "_sip._udp.fast.example.org",
+        300,
+        5060,
+        "sip.fast.example.org",
+    ));
+    fast.add(a("sip.fast.example.org", 300, "192.0.2.10"));
+    let l = HangingLookup {
+        fast,
+        fast_domain: n("fast.example.org"),
+    };
+    // Eight domains whose every lookup hangs, then the one that answers.
+    let mut c = SipConfig::default();
+    for i in 0..8 {
+        c.domains
+            .push(SipDomainConfig::new(n(&format!("slow{i}.example.org"))));
+    }
+    c.domains.push(SipDomainConfig::new(n("fast.example.org")));
+
+    let one = {
+        let t = tokio::time::Instant::now();
+        let alone = SipConfig {
+            domains: vec![c.domains[0].clone()],
+            ..SipConfig::default()
+        };
+        let d = discover(&alone, &l).await;
+        assert!(!d.domains[0].complete);
+        t.elapsed()
+    };
+    let t = tokio::time::Instant::now();
+    let d = discover(&c, &l).await;
+    let all = t.elapsed();
+    // One after the other, nine domains would take eight times one slow domain's timeouts.
+    assert!(all < one * 2, "one slow domain {one:?}, all {all:?}");
+    let names: Vec<String> = d.domains.iter().map(|d| d.domain.to_string()).collect();
+    assert_eq!(names.len(), 9);
+    assert_eq!(names[0], "slow0.example.org.");
+    assert_eq!(names[8], "fast.example.org.");
+    assert!(d.domains[8].complete);
+    assert_eq!(
+        d.domains[8].found[0].target.key.to_string(),
+        "192.0.2.10:5060/udp"
+    );
+}
