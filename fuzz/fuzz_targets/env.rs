@@ -22,7 +22,7 @@ use sipdns::{
     state::Data,
     target::{TargetKey, Transport as SipTransport},
     upstream::Forwarder,
-    zones::{ZoneStore, load_yaml_text, load_zone_file_text},
+    zones::{ZoneStore, load_yaml_text, load_zone_file_text, secondary::Secondaries},
 };
 
 const CONFIG: &str = r#"
@@ -65,6 +65,12 @@ records:
   - { name: txt, type: TXT, text: ["hello", "world"] }
 "#;
 
+/// The secondary zone `dns_handle`'s handler follows (from 127.0.0.1, never contacted:
+/// its task is not started), and the TSIG key it holds for it.
+pub const FOLLOWED: &str = "followed.example.org";
+pub const KEY_NAME: &str = "fuzz-key";
+pub const KEY_SECRET: [u8; 32] = [0x5a; 32];
+
 pub struct Env {
     pub rt: tokio::runtime::Runtime,
     pub handler: Arc<Handler>,
@@ -73,10 +79,27 @@ pub struct Env {
     pub max_udp: usize,
 }
 
-/// The environment, with the default rate limit (loopback exempt, anyone else limited).
+/// The environment, with the default rate limit (loopback exempt, anyone else limited),
+/// and NOTIFY answered for [`FOLLOWED`] (primary 127.0.0.1, TSIG key [`KEY_SECRET`]).
 pub fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| build(CONFIG))
+    ENV.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sipdns-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = dir.join("tsig.key");
+        std::fs::write(&key, data_encoding::BASE64.encode(&KEY_SECRET)).expect("key file");
+        let config = format!(
+            "{CONFIG}zones:\n  secondary_dir: {}\n  secondary:\n    - zone: {FOLLOWED}\n      primaries: [\"127.0.0.1:9\"]\n      tsig: {{ name: {KEY_NAME}, algorithm: hmac-sha256, secret_file: {} }}\n",
+            dir.display(),
+            key.display()
+        );
+        let env = build(&config);
+        let secondaries =
+            Secondaries::open(&env.resolver.data().config.zones, env.metrics.clone())
+                .expect("secondaries");
+        env.handler.set_notify(secondaries);
+        env
+    })
 }
 
 /// The environment with every client exempt from the rate limit: for comparing two

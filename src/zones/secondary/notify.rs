@@ -23,6 +23,14 @@ impl Secondaries {
             return None;
         }
         let id = msg.metadata.id;
+        let mut resp = Message::new(id, MessageType::Response, OpCode::Notify);
+        if msg.queries.len() != 1 {
+            // RFC 1996 §3.7: one question. Nothing is echoed (the answer stays small).
+            self.count("refused");
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return resp.to_vec().ok();
+        }
+        resp.queries = msg.queries.clone();
         // The zone, when `src` is one of its primaries: its wake-up and its key.
         let zone = msg.queries.first().and_then(|q| {
             let origin = convert::name_from_hickory(q.name());
@@ -34,8 +42,6 @@ impl Secondaries {
                 .any(|p| p.ip().to_canonical() == src.ip().to_canonical())
                 .then(|| (origin.clone(), e.wake.clone(), e.settings.key.clone()))
         });
-        let mut resp = Message::new(id, MessageType::Response, OpCode::Notify);
-        resp.queries = msg.queries.clone();
         let Some((origin, wake, key)) = zone else {
             self.count("refused");
             tracing::debug!(%src, "NOTIFY refused: not a followed zone, or not from its primary");

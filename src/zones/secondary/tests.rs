@@ -143,4 +143,23 @@ fn notify_only_from_a_listed_primary_for_a_followed_zone() {
         s.notify(&[1, 2, 3], "127.0.0.53:1".parse().unwrap())
             .is_none()
     );
+    // Many questions (RFC 1996 allows one): FORMERR, none echoed, so the answer stays
+    // small whatever was sent.
+    let mut many = Message::from_vec(&notify_bytes("pbx.example.org.")).unwrap();
+    for i in 0..40 {
+        many.add_query(Query::query(
+            Name::from_ascii(format!(
+                "a-rather-long-label-to-fill-the-packet-{i}.example.org."
+            ))
+            .unwrap(),
+            RecordType::SOA,
+        ));
+    }
+    let bytes = many.to_vec().unwrap();
+    assert!(bytes.len() > 1500);
+    let answer = s.notify(&bytes, "127.0.0.53:1".parse().unwrap()).unwrap();
+    assert!(answer.len() <= 12, "{} bytes", answer.len());
+    let m = Message::from_vec(&answer).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert!(m.queries.is_empty());
 }
