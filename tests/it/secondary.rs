@@ -735,6 +735,7 @@ async fn knot_catalog_members_appear_and_disappear() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("catalog member removed: gone after {:?}", t.elapsed());
+    assert_no_zone_series(&s, &["office1.example.org"]).await;
     let all = zones_status(&s).await;
     assert!(
         !all.as_array()
@@ -1007,6 +1008,18 @@ async fn reload_without(s: &TestServer, config: &str, name: &str, zones: &[&str]
         );
         let copy = s.dir.path().join(format!("secondary/{zone}.zone"));
         assert!(!copy.exists(), "the copy of {zone} is still there");
+    }
+    assert_no_zone_series(s, zones).await;
+}
+
+/// `/metrics` has no series of `zones` (a zone followed no more leaves no stale series for
+/// the alert rules to fire on).
+async fn assert_no_zone_series(s: &TestServer, zones: &[&str]) {
+    let m = metrics(s).await;
+    for zone in zones {
+        let label = format!("zone=\"{zone}.\"");
+        let left: Vec<&str> = m.lines().filter(|l| l.contains(&label)).collect();
+        assert!(left.is_empty(), "{left:#?}");
     }
 }
 

@@ -14,6 +14,9 @@ impl Secondaries {
         for m in &added {
             self.spawn(m);
         }
+        for m in &removed {
+            self.forget_metrics(m);
+        }
         if !removed.is_empty() || !added.is_empty() {
             tracing::info!(catalog = %origin, added = added.len(), removed = removed.len(), "catalog members changed");
             self.publish().await;

@@ -1,6 +1,7 @@
 //! A reloaded config's `zones.secondary` and `zones.catalog_groups`, applied to the zones
 //! followed: entries added start being followed (from their disk copy, if one is there),
-//! entries removed stop being served and their copies are deleted, entries changed are
+//! entries removed stop being served, their copies are deleted and their series taken out
+//! of the metrics, entries changed are
 //! followed again with their new settings from the copy on disk (a catalog with its
 //! members), and every TSIG secret file is read again (a zone whose key changed is checked
 //! with it at once). `zones.secondary_dir` is read at start only.
@@ -73,6 +74,7 @@ impl Secondaries {
             self.spawn(origin);
         }
         for origin in &deleted {
+            self.forget_metrics(origin);
             let _ = std::fs::remove_file(disk::path_of(&self.dir, origin));
         }
         if !gone.is_empty() || !again.is_empty() || !added.is_empty() {

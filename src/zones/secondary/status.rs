@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::SystemTime};
 
 use super::{Secondaries, SecondaryStatus, Settings, transfer::serial_of};
-use crate::zones::Zone;
+use crate::{record::DomainName, zones::Zone};
 
 pub(super) fn new_status(s: &Settings, file: PathBuf) -> SecondaryStatus {
     SecondaryStatus {
@@ -57,6 +57,26 @@ impl Secondaries {
                         .with_label_values(&[origin.as_str()])
                         .set(left);
                 }
+            }
+        }
+    }
+
+    /// Takes a zone followed no more out of the zone series: its last values would stay,
+    /// and `SipdnsZoneStale` fire for it once its last success grew old.
+    pub(super) fn forget_metrics(&self, origin: &DomainName) {
+        let zone = origin.as_str();
+        let m = &self.metrics;
+        for gauge in [
+            &m.zone_serial,
+            &m.zone_expiry,
+            &m.zone_last_success,
+            &m.zone_refresh,
+        ] {
+            let _ = gauge.remove_label_values(&[zone]);
+        }
+        for kind in ["axfr", "ixfr"] {
+            for result in ["ok", "failed", "rejected", "up_to_date"] {
+                let _ = m.zone_transfers.remove_label_values(&[zone, kind, result]);
             }
         }
     }
