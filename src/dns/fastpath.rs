@@ -84,7 +84,8 @@ pub fn quick(p: &[u8]) -> Option<Quick> {
         if *p.get(i)? != 0 || u16::from_be_bytes([*p.get(i + 1)?, *p.get(i + 2)?]) != 41 {
             return None;
         }
-        let payload = u16::from_be_bytes([*p.get(i + 3)?, *p.get(i + 4)?]);
+        // RFC 6891 §6.2.5: a payload below 512 counts as 512 (the full parser says the same).
+        let payload = u16::from_be_bytes([*p.get(i + 3)?, *p.get(i + 4)?]).max(512);
         let version = *p.get(i + 6)?;
         if version != 0 {
             return None;
@@ -329,6 +330,24 @@ mod tests {
             m.set_edns(e);
         }
         m.to_vec().unwrap()
+    }
+
+    /// Found by the `dns_wire` fuzz target (its input is the seed `payload_below_512`): the
+    /// quick reader kept a payload of 28 where the parser reads 512.
+    #[test]
+    fn a_payload_below_512_is_512_as_the_parser_reads_it() {
+        let mut p = q("server2.pbx.example.org.", Some(1232));
+        let at = p.len() - 8;
+        p[at..at + 2].copy_from_slice(&28u16.to_be_bytes());
+        let qq = quick(&p).unwrap();
+        assert_eq!(qq.edns_payload, Some(512));
+        let Some(fast) = crate::dns::wire::from_quick(&p, &qq) else {
+            panic!("from_quick declined a common query");
+        };
+        match crate::dns::wire::parse(&p, 1232) {
+            crate::dns::wire::Parsed::Query(full) => assert_eq!(fast, full),
+            _ => panic!("the parser did not read a query"),
+        }
     }
 
     #[test]
