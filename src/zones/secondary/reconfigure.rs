@@ -1,10 +1,10 @@
 //! A reloaded config's `zones.secondary` and `zones.catalog_groups`, applied to the zones
-//! followed: entries added start being followed (from their disk copy, if one is there),
+//! followed: entries added start being followed (from their disk copy, if one is there);
 //! entries removed stop being served, their copies are deleted and their series taken out
-//! of the metrics, entries changed are
-//! followed again with their new settings from the copy on disk (a catalog with its
-//! members), and every TSIG secret file is read again (a zone whose key changed is checked
-//! with it at once). `zones.secondary_dir` is read at start only.
+//! of the metrics; entries changed are followed again with their new settings from the
+//! copy on disk (a catalog with its members); and every TSIG secret file is read again (a
+//! zone whose key changed is checked with it at once). `zones.secondary_dir` is read at
+//! start only.
 
 use std::{collections::BTreeMap, sync::Arc};
 
