@@ -243,9 +243,9 @@ pub fn parse(bytes: &[u8], max_udp_payload: u16) -> Parsed {
 
 /// The question of a request [`quick`] accepted, read from the bytes it already checked:
 /// the common query is parsed once. `None` when a label holds anything but letters,
-/// digits, `-`, `_` and `*` (such names take [`parse`], whose escaping rules their
-/// presentation form must follow), or when the OPT record carries options (whose
-/// well-formedness [`parse`] checks).
+/// digits, `_`, `-` (not first) and `*` (first only) — such names take [`parse`], whose
+/// escaping rules their presentation form must follow — or when the OPT record carries
+/// options (whose well-formedness [`parse`] checks).
 pub fn from_quick(p: &[u8], q: &Quick) -> Option<Question> {
     if q.edns_options {
         return None;
@@ -257,10 +257,15 @@ pub fn from_quick(p: &[u8], q: &Quick) -> Option<Question> {
         && len != 0
     {
         let label = wire.get(i + 1..i + 1 + usize::from(len))?;
-        if !label
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
-        {
+        // The bytes hickory writes unescaped (its `is_safe_ascii`): `-` but not first, `*`
+        // only first (found by fuzzing: a label `-bx` read here as `-bx` and by the parser as
+        // `\-bx`).
+        if !label.iter().enumerate().all(|(k, b)| {
+            b.is_ascii_alphanumeric()
+                || *b == b'_'
+                || (*b == b'-' && k > 0)
+                || (*b == b'*' && k == 0)
+        }) {
             return None;
         }
         name.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
@@ -385,6 +390,20 @@ mod tests {
         odd[14] = b' ';
         let q = crate::dns::fastpath::quick(&odd).unwrap();
         assert_eq!(from_quick(&odd, &q), None);
+        // A leading `-` or a `*` after the first byte, which hickory's presentation form
+        // escapes (regression: fuzz `dns_wire`, a label `-bx`): the full parser decides,
+        // and whichever reader answers, the name is the same.
+        for (first, second) in [(b'-', b'b'), (b'b', b'*')] {
+            let mut odd = query("abx.example.org.", RecordType::A, Some(1232));
+            odd[13] = first;
+            odd[14] = second;
+            let q = crate::dns::fastpath::quick(&odd).unwrap();
+            assert_eq!(from_quick(&odd, &q), None);
+            let Parsed::Query(full) = parse_(&odd) else {
+                panic!()
+            };
+            assert!(full.name.as_str().contains('\\'), "{}", full.name);
+        }
     }
 
     #[test]
