@@ -20,7 +20,7 @@
 //! key, from its primary, gets NOERROR signed over the request's MAC.
 #![no_main]
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
@@ -86,16 +86,7 @@ fuzz_target!(|data: &[u8]| {
         None => packet,
     };
     let env = env();
-    let transport = if flag & 1 == 0 {
-        Transport::Udp
-    } else {
-        Transport::Tcp
-    };
-    let src: SocketAddr = if flag & 2 == 0 {
-        ([127, 0, 0, 1], 5300).into()
-    } else {
-        ([192, 0, 2, 99], 5300).into()
-    };
+    let (transport, src) = env::client(flag);
     // Twice: the second time the answer may come from the fast path's response cache.
     for _ in 0..2 {
         let resp = env.rt.block_on(async {
@@ -124,7 +115,8 @@ fuzz_target!(|data: &[u8]| {
             && notify_for_followed(packet)
         {
             assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
-            v.verify(&resp).expect("the answer to a signed NOTIFY is not signed");
+            v.verify(&resp)
+                .expect("the answer to a signed NOTIFY is not signed");
         }
         if transport == Transport::Udp {
             assert!(resp.len() <= env.max_udp, "{} bytes over UDP", resp.len());

@@ -9,10 +9,10 @@
 //! a length byte and that many bytes.
 #![no_main]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
-use sipdns::dns::handler::{Handler, Transport};
+use sipdns::dns::handler::Handler;
 
 #[path = "env.rs"]
 mod env;
@@ -26,16 +26,7 @@ fuzz_target!(|data: &[u8]| {
     // Every client exempt from the rate limit: the two handlers' limiters would otherwise
     // have seen different traffic.
     let env = env_without_rate_limit();
-    let transport = if flag & 1 == 0 {
-        Transport::Udp
-    } else {
-        Transport::Tcp
-    };
-    let src: SocketAddr = if flag & 2 == 0 {
-        ([127, 0, 0, 1], 5300).into()
-    } else {
-        ([192, 0, 2, 99], 5300).into()
-    };
+    let (transport, src) = env::client(flag);
     // At most 16 queries per input, each at most 255 bytes.
     for _ in 0..16 {
         let Some((&len, tail)) = rest.split_first() else {

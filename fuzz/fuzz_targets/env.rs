@@ -7,14 +7,14 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::Path,
     sync::{Arc, OnceLock},
 };
 
 use sipdns::{
     config::{Config, MergeMode},
-    dns::handler::Handler,
+    dns::handler::{Handler, Transport},
     health::{AdminState, Health, HealthHandle, HealthSnapshot, TargetStatus},
     metrics::Metrics,
     record::DomainName,
@@ -70,6 +70,22 @@ records:
 pub const FOLLOWED: &str = "followed.example.org";
 pub const KEY_NAME: &str = "fuzz-key";
 pub const KEY_SECRET: [u8; 32] = [0x5a; 32];
+
+/// The transport and client an input's flags byte picks: bit 0 TCP, bit 1 a client outside
+/// the ACL (inside is 127.0.0.1).
+pub fn client(flag: u8) -> (Transport, SocketAddr) {
+    let transport = if flag & 1 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
+    let src: SocketAddr = if flag & 2 == 0 {
+        ([127, 0, 0, 1], 5300).into()
+    } else {
+        ([192, 0, 2, 99], 5300).into()
+    };
+    (transport, src)
+}
 
 pub struct Env {
     pub rt: tokio::runtime::Runtime,
