@@ -17,9 +17,8 @@ use std::{
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use serde_json::json;
 use sipdns::{
-    config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
     health::{Health, HealthView as _},
-    record::{Answer, DomainName, RType, Rcode, Source},
+    record::RType,
     target::{TargetKey, Transport},
 };
 use tokio::{
@@ -31,7 +30,7 @@ use crate::common::{
     client::{self, lines, query},
     fake_upstream::{Behaviour, FakeUpstream, a},
     http::{self, Client},
-    prober::{Running, start},
+    prober::{Running, start_extra},
     process::free_port,
     rng::Rng,
     server::{self, API_TOKEN, TestServer},
@@ -381,41 +380,8 @@ enum TcpPeer {
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(150);
 
-/// A lookup with nothing in it: targets come from config only.
-struct NoLookup;
-
-impl sipdns::health::Lookup for NoLookup {
-    fn lookup<'a>(
-        &'a self,
-        _name: &'a DomainName,
-        _rtype: RType,
-    ) -> futures::future::BoxFuture<'a, Answer> {
-        Box::pin(async { Answer::empty(Rcode::NxDomain, Source::Static) })
-    }
-}
-
 fn probe(keys: &[TargetKey]) -> Running {
-    let mut d = SipDomainConfig::new(DomainName::parse("pbx.example.org").unwrap());
-    d.targets = keys
-        .iter()
-        .map(|k| ExtraTargetConfig {
-            address: k.ip,
-            port: k.port,
-            transport: k.transport,
-            host: None,
-        })
-        .collect();
-    let cfg = SipConfig {
-        probe: ProbeConfig {
-            interval: INTERVAL,
-            timeout: TIMEOUT,
-            fall: 3,
-            rise: 2,
-            ..ProbeConfig::default()
-        },
-        domains: vec![d],
-    };
-    start(cfg, Arc::new(NoLookup))
+    start_extra(keys, INTERVAL, TIMEOUT)
 }
 
 /// Watches every target for `window`, sampling every 10 ms: a healthy peer must never be

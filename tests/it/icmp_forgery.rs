@@ -28,14 +28,12 @@ use std::{
 };
 
 use sipdns::{
-    config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
-    health::{Health, Lookup},
-    record::{Answer, DomainName, RType, Rcode, Source},
+    health::Health,
     target::{TargetKey, Transport},
 };
 
 use crate::common::{
-    prober::start,
+    prober::start_extra,
     process::{Peer, free_port, require},
     sip::{fixtures, options_once, sipp_uas},
 };
@@ -43,18 +41,6 @@ use crate::common::{
 const INTERVAL: Duration = Duration::from_millis(400);
 const TIMEOUT: Duration = Duration::from_secs(1);
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-struct NoLookup;
-
-impl Lookup for NoLookup {
-    fn lookup<'a>(
-        &'a self,
-        _name: &'a DomainName,
-        _rtype: RType,
-    ) -> futures::future::BoxFuture<'a, Answer> {
-        Box::pin(async { Answer::empty(Rcode::NxDomain, Source::Static) })
-    }
-}
 
 fn key(port: u16, transport: Transport) -> TargetKey {
     TargetKey {
@@ -283,26 +269,7 @@ async fn forged_icmp_does_not_mark_a_slow_healthy_uas_down() {
         key(observer.port, Transport::Udp),
         key(closed_port, Transport::Udp),
     );
-    let mut d = SipDomainConfig::new(DomainName::parse("pbx.example.org").unwrap());
-    for k in [slow, tcp, seen, closed] {
-        d.targets.push(ExtraTargetConfig {
-            address: k.ip,
-            port: k.port,
-            transport: k.transport,
-            host: None,
-        });
-    }
-    let cfg = SipConfig {
-        probe: ProbeConfig {
-            interval: INTERVAL,
-            timeout: TIMEOUT,
-            fall: 3,
-            rise: 2,
-            ..ProbeConfig::default()
-        },
-        domains: vec![d],
-    };
-    let r = start(cfg, Arc::new(NoLookup));
+    let r = start_extra(&[slow, tcp, seen, closed], INTERVAL, TIMEOUT);
     for k in [slow, tcp, seen] {
         r.wait_health(&k, Health::Up, Duration::from_secs(10)).await;
     }

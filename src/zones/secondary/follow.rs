@@ -19,7 +19,6 @@ use super::{
 };
 use crate::{
     record::{DomainName, Rec},
-    shutdown::CancellationToken,
     zones::{Zone, ZoneError, ZoneFormat, load::zone_from_records},
 };
 
@@ -41,39 +40,30 @@ impl Secondaries {
         };
         // Stopped (the zone left its catalog or the config): the task ends at once, even
         // in the middle of a check, so it cannot touch a later entry of the same name.
-        let stopped = stop.clone();
         rt.spawn(async move {
             tokio::select! {
                 () = global.cancelled() => {}
-                () = stopped.cancelled() => {}
-                () = this.run(origin, wake, stop) => {}
+                () = stop.cancelled() => {}
+                () = this.run(origin, wake) => {}
             }
         });
     }
 
-    /// The task of one zone: check now, then at every timer or NOTIFY, until stopped.
-    pub(super) async fn run(
-        self: Arc<Self>,
-        origin: DomainName,
-        wake: Arc<Notify>,
-        stop: CancellationToken,
-    ) {
+    /// The task of one zone: check now, then at every timer or NOTIFY (it runs until
+    /// [`Self::spawn`]'s task drops it).
+    pub(super) async fn run(self: Arc<Self>, origin: DomainName, wake: Arc<Notify>) -> ! {
         loop {
             let started = tokio::time::Instant::now();
             let delay = self.check(&origin).await;
             let next = SystemTime::now() + delay;
             self.with_entry(&origin, |e| e.status.next_check = Some(unix(next)));
             tokio::select! {
-                () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
                 () = wake.notified() => {
                     tracing::debug!(zone = %origin, "NOTIFY: checking the serial now");
                     // An unsigned NOTIFY is taken on its source address, which a stranger
                     // can forge: a flood of them starts at most one check per gap.
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep_until(started + NOTIFY_GAP) => {}
-                    }
+                    tokio::time::sleep_until(started + NOTIFY_GAP).await;
                 }
             }
         }

@@ -53,10 +53,10 @@ impl Secondaries {
         // is itself signed); a signed one must be signed with the zone's key.
         let verdict = match (msg.signature().is_some(), key) {
             (false, _) => None,
-            (true, Some(key)) => Some(key.check_request(bytes, id, now)),
+            (true, Some(key)) => Some(key.check_request(bytes, &msg, now)),
             (true, None) => Some(Verdict::Bad {
                 reason: "BADKEY (signed, but the zone has no TSIG key)",
-                answer: tsig::unknown_key(bytes, id, now),
+                answer: tsig::unknown_key(&msg, now),
             }),
         };
         match verdict {

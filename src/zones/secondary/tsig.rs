@@ -74,9 +74,11 @@ impl Key {
         &self.0
     }
 
-    /// Checks the TSIG of a signed request (RFC 8945 §5.2) at `now` (Unix seconds): the
-    /// key's name and algorithm, the MAC, then the time within the fudge.
-    pub(super) fn check_request(&self, bytes: &[u8], id: u16, now: u64) -> Verdict {
+    /// Checks the TSIG of a signed request, `bytes` as received and `request` as parsed
+    /// (RFC 8945 §5.2), at `now` (Unix seconds): the key's name and algorithm, the MAC,
+    /// then the time within the fudge.
+    pub(super) fn check_request(&self, bytes: &[u8], request: &Message, now: u64) -> Verdict {
+        let id = request.metadata.id;
         match self.0.verify_message_byte(bytes, None, true) {
             Ok((mac, _, window)) if window.contains(&now) || window.end == now => {
                 Verdict::Valid(TSigResponseContext::new(id, now, self.0.clone(), mac, None))
@@ -93,7 +95,7 @@ impl Key {
             },
             Err(DnsSecError::TsigWrongKey) => Verdict::Bad {
                 reason: "BADKEY (signed with another key)",
-                answer: unknown_key(bytes, id, now),
+                answer: unknown_key(request, now),
             },
             Err(_) => Verdict::Bad {
                 reason: "BADSIG (the MAC does not match our key)",
@@ -119,12 +121,12 @@ pub(super) enum Verdict {
 
 /// The answer's TSIG for a request signed with a key sipdns does not hold for the zone
 /// (BADKEY, unsigned), naming the request's key.
-pub(super) fn unknown_key(bytes: &[u8], id: u16, now: u64) -> TSigResponseContext {
-    let name = Message::from_vec(bytes)
-        .ok()
-        .and_then(|m| m.signature().map(|s| s.name.clone()))
+pub(super) fn unknown_key(request: &Message, now: u64) -> TSigResponseContext {
+    let name = request
+        .signature()
+        .map(|s| s.name.clone())
         .unwrap_or_default();
-    TSigResponseContext::unknown_key(id, now, name)
+    TSigResponseContext::unknown_key(request.metadata.id, now, name)
 }
 
 /// `message` with the TSIG `answer` made over it, encoded.

@@ -1,5 +1,5 @@
 //! A prober running on its own, outside a server, for the tests that drive it directly
-//! (`prober.rs`, `faults.rs`): started from a [`SipConfig`] and a lookup, stopped on drop.
+//! (`prober.rs`, `faults.rs`, `icmp_forgery.rs`): started from a [`SipConfig`] and a lookup, stopped on drop.
 
 use std::{
     sync::Arc,
@@ -7,9 +7,10 @@ use std::{
 };
 
 use sipdns::{
-    config::SipConfig,
+    config::{ExtraTargetConfig, ProbeConfig, SipConfig, SipDomainConfig},
     health::{Health, HealthHandle, HealthView as _, Lookup, ProberHandle},
     metrics::Metrics,
+    record::{Answer, DomainName, RType, Rcode, Source},
     shutdown::CancellationToken,
     target::{TargetKey, Transport},
 };
@@ -44,6 +45,45 @@ pub(crate) fn start(cfg: SipConfig, lookup: Arc<dyn Lookup>) -> Running {
         metrics,
         stop,
     }
+}
+
+/// A lookup with nothing in it: targets come from config only.
+pub(crate) struct NoLookup;
+
+impl Lookup for NoLookup {
+    fn lookup<'a>(
+        &'a self,
+        _name: &'a DomainName,
+        _rtype: RType,
+    ) -> futures::future::BoxFuture<'a, Answer> {
+        Box::pin(async { Answer::empty(Rcode::NxDomain, Source::Static) })
+    }
+}
+
+/// A prober of `keys` as the extra targets of one domain (nothing from DNS), probed every
+/// `interval` with `timeout`, down after 3 bad probes and up after 2 good ones.
+pub(crate) fn start_extra(keys: &[TargetKey], interval: Duration, timeout: Duration) -> Running {
+    let mut d = SipDomainConfig::new(DomainName::parse("pbx.example.org").unwrap());
+    d.targets = keys
+        .iter()
+        .map(|k| ExtraTargetConfig {
+            address: k.ip,
+            port: k.port,
+            transport: k.transport,
+            host: None,
+        })
+        .collect();
+    let cfg = SipConfig {
+        probe: ProbeConfig {
+            interval,
+            timeout,
+            fall: 3,
+            rise: 2,
+            ..ProbeConfig::default()
+        },
+        domains: vec![d],
+    };
+    start(cfg, Arc::new(NoLookup))
 }
 
 impl Running {

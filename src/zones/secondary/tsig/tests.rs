@@ -29,6 +29,10 @@ fn key(name: &str, secret: &[u8]) -> Key {
     .unwrap()
 }
 
+fn parsed(bytes: &[u8]) -> Message {
+    Message::from_vec(bytes).unwrap()
+}
+
 /// A NOTIFY for example.org signed by `key` at `time`, and the verifier of its answer.
 fn signed_notify(key: &Key, time: u64) -> (Vec<u8>, hickory_proto::rr::TSigVerifier) {
     use hickory_proto::{
@@ -65,7 +69,7 @@ fn a_notify_signed_with_the_key_gets_an_answer_signed_over_its_mac() {
     let k = key("office-key", &[1; 32]);
     let now = unix_now();
     let (req, mut verifier) = signed_notify(&k, now);
-    let verdict = k.check_request(&req, 0x1234, now + 10);
+    let verdict = k.check_request(&req, &parsed(&req), now + 10);
     let (valid, bytes) = answer(&req, verdict);
     assert!(valid);
     // The requester's own verifier (chained over the request's MAC) accepts the answer.
@@ -78,7 +82,7 @@ fn a_notify_signed_with_another_secret_is_badsig_and_its_answer_unsigned() {
     let theirs = key("office-key", &[2; 32]);
     let now = unix_now();
     let (req, mut verifier) = signed_notify(&theirs, now);
-    let verdict = ours.check_request(&req, 0x1234, now);
+    let verdict = ours.check_request(&req, &parsed(&req), now);
     assert!(matches!(verdict, Verdict::Bad { reason, .. } if reason.starts_with("BADSIG")));
     let (valid, bytes) = answer(&req, verdict);
     assert!(!valid);
@@ -94,7 +98,7 @@ fn a_notify_signed_with_another_key_name_is_badkey() {
     let theirs = key("other-key", &[1; 32]);
     let now = unix_now();
     let (req, _) = signed_notify(&theirs, now);
-    let verdict = ours.check_request(&req, 0x1234, now);
+    let verdict = ours.check_request(&req, &parsed(&req), now);
     assert!(matches!(verdict, Verdict::Bad { reason, .. } if reason.starts_with("BADKEY")));
     let (_, bytes) = answer(&req, verdict);
     let tsig = Message::from_vec(&bytes).unwrap().signature.unwrap();
@@ -107,10 +111,10 @@ fn a_notify_signed_outside_the_fudge_is_badtime_with_a_signed_answer() {
     let k = key("office-key", &[1; 32]);
     let now = unix_now();
     let (req, _) = signed_notify(&k, now - 301);
-    let verdict = k.check_request(&req, 0x1234, now);
+    let verdict = k.check_request(&req, &parsed(&req), now);
     assert!(matches!(verdict, Verdict::Bad { reason, .. } if reason.starts_with("BADTIME")));
     assert!(matches!(
-        k.check_request(&req, 0x1234, now - 1),
+        k.check_request(&req, &parsed(&req), now - 1),
         Verdict::Valid(_)
     ));
     let (_, bytes) = answer(&req, verdict);
